@@ -1,0 +1,241 @@
+"""BitcoinNode: Bitcoin Core 30.2 and sv2-tp 1.0.5 in one pod, their configs, volume and Services."""
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_kubernetes as k8s
+
+from components import image_contract as contract
+from components import workload
+from components.keys import AuthorityKeyPair
+from components.networks import TEMPLATE_PROVIDER_PORT
+from components.renderers import bitcoin_conf, sv2_tp_conf
+from components.settings import Settings
+
+COMPONENT = "bitcoin-node"
+# Core may need minutes to flush its chainstate; a kill mid-flush costs a reindex.
+GRACE_SECONDS = 600
+VOLUME = "chain-data"
+# Versions baked into docker/bitcoin-node; part of the built image's tag.
+IMAGE_TAG = "30.2-sv2tp1.0.5"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class BitcoinNodeArgs:
+    settings: Settings
+    template_provider_keys: pulumi.Input[AuthorityKeyPair]
+    rpcauth: pulumi.Input[str]
+    registry_password: pulumi.Input[str] | None = None
+
+
+class BitcoinNode(pulumi.ComponentResource):
+    """A StatefulSet of one pod: the multiprocess node and sv2-tp under supervisord."""
+
+    image: pulumi.Output[str]
+    template_provider_ip: pulumi.Output[str]
+    rpc_service_name: pulumi.Output[str]
+    statefulset_name: str
+
+    def __init__(self, name: str, args: BitcoinNodeArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sv2:node:BitcoinNode", name, None, opts)
+        child = workload.child_options(self, opts)
+        settings = args.settings
+        facts = settings.facts
+
+        self.image, pull_secrets = self._image(name, settings, args.registry_password, child)
+        account = workload.service_account(name, COMPONENT, settings, child)
+
+        node_conf = pulumi.Output.secret(
+            pulumi.Output.from_input(args.rpcauth).apply(lambda line: bitcoin_conf(settings, line))
+        )
+        tp_conf = sv2_tp_conf(settings)
+        key_file_b64 = pulumi.Output.secret(
+            pulumi.Output.from_input(args.template_provider_keys).apply(
+                lambda keys: base64.b64encode(keys.key_file).decode()
+            )
+        )
+        conf_secret = workload.file_secret(
+            f"{name}-conf", COMPONENT, settings, {"bitcoin.conf": node_conf}, child
+        )
+        tp_conf_map = k8s.core.v1.ConfigMap(
+            f"{name}-sv2-tp-conf",
+            metadata=workload.metadata(f"{name}-sv2-tp-conf", COMPONENT, settings),
+            data={"sv2-tp.conf": tp_conf},
+            opts=child,
+        )
+        key_secret = k8s.core.v1.Secret(
+            f"{name}-tp-key",
+            metadata=workload.metadata(f"{name}-tp-key", COMPONENT, settings),
+            type="Opaque",
+            data={"sv2_authority_key": key_file_b64},
+            opts=child,
+        )
+
+        ports = {"rpc": facts.rpc_port, "p2p": facts.p2p_port, "sv2-tp": TEMPLATE_PROVIDER_PORT}
+        container = {
+            "name": COMPONENT,
+            "image": self.image,
+            "env": [{"name": contract.CHAIN_ENV, "value": facts.core_chain}],
+            "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
+            "resources": workload.resources(settings.node_resources),
+            "securityContext": workload.container_security(contract.UID),
+            # Liveness treats RPC warm-up (-28) as alive, and the startup probe allows an hour
+            # before the first answer: nothing restarts a node that is syncing or warming up.
+            "startupProbe": workload.exec_probe(contract.LIVENESS_COMMAND, period=10, failures=360),
+            "livenessProbe": workload.exec_probe(contract.LIVENESS_COMMAND, period=30, failures=10),
+            # Ready once out of initial block download: only then does sv2-tp serve templates.
+            "readinessProbe": workload.exec_probe(contract.READINESS_COMMAND, period=30, failures=2),
+            "volumeMounts": [
+                {"name": VOLUME, "mountPath": contract.DATA_DIR},
+                {"name": "bitcoin-conf", "mountPath": str(Path(contract.BITCOIN_CONF_PATH).parent), "readOnly": True},
+                {"name": "sv2-tp-conf", "mountPath": str(Path(contract.SV2_TP_CONF_PATH).parent), "readOnly": True},
+                {"name": "sv2-tp-key", "mountPath": str(Path(contract.TP_KEY_PATH).parent), "readOnly": True},
+                workload.scratch_mount(),
+            ],
+        }
+        volumes = [
+            {"name": "bitcoin-conf", "secret": {"secretName": conf_secret.metadata.name, "defaultMode": 0o440}},
+            {"name": "sv2-tp-conf", "configMap": {"name": tp_conf_map.metadata.name, "defaultMode": 0o444}},
+            {"name": "sv2-tp-key", "secret": {"secretName": key_secret.metadata.name, "defaultMode": 0o440}},
+        ]
+        rpc = workload.service(f"{name}-rpc", COMPONENT, settings, {"rpc": facts.rpc_port}, child)
+        template_provider = workload.service(
+            f"{name}-tp", COMPONENT, settings, {"sv2-tp": TEMPLATE_PROVIDER_PORT}, child
+        )
+        workload.service(
+            f"{name}-p2p",
+            COMPONENT,
+            settings,
+            {"p2p": facts.p2p_port},
+            child,
+            service_type="NodePort",
+            node_port=settings.p2p_node_port,
+        )
+
+        claim_spec: dict[str, object] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": settings.storage_size}},
+        }
+        if settings.storage_class:
+            claim_spec["storageClassName"] = settings.storage_class
+        if settings.node_volume_snapshot:
+            # Start from a synced copy instead of days of initial block download.
+            claim_spec["dataSource"] = {
+                "apiGroup": "snapshot.storage.k8s.io",
+                "kind": "VolumeSnapshot",
+                "name": settings.node_volume_snapshot,
+            }
+        retention = "Retain" if settings.retain_chain_data else "Delete"
+        self.statefulset_name = name
+        k8s.apps.v1.StatefulSet(
+            name,
+            metadata=workload.metadata(
+                name,
+                COMPONENT,
+                settings,
+                {**workload.SKIP_AWAIT, "sv2-k8s/pruned": str(settings.pruned).lower()},
+            ),
+            spec={
+                "replicas": 1,
+                "serviceName": rpc.metadata.name,
+                "podManagementPolicy": "OrderedReady",
+                "selector": {"matchLabels": workload.selector_labels(COMPONENT)},
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": retention},
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": VOLUME, "labels": workload.labels(COMPONENT, settings)},
+                        "spec": claim_spec,
+                    }
+                ],
+                "template": {
+                    "metadata": {
+                        "labels": workload.labels(COMPONENT, settings),
+                        # A new TP key or config restarts the pod, so sv2-tp and the pool
+                        # switch keys together.
+                        "annotations": {
+                            workload.CONFIG_HASH_ANNOTATION: workload.config_hash(
+                                node_conf, tp_conf, key_file_b64
+                            )
+                        },
+                    },
+                    "spec": workload.pod_spec(
+                        settings,
+                        service_account=account.metadata.name,
+                        uid=contract.UID,
+                        containers=[container],
+                        volumes=volumes,
+                        grace_seconds=GRACE_SECONDS,
+                        image_pull_secrets=pull_secrets,
+                    ),
+                },
+            },
+            opts=child,
+        )
+
+        self.template_provider_ip = template_provider.spec.cluster_ip
+        self.rpc_service_name = rpc.metadata.name
+        self.register_outputs(
+            {"image": self.image, "template_provider_ip": self.template_provider_ip}
+        )
+
+    def _image(
+        self,
+        name: str,
+        settings: Settings,
+        password: pulumi.Input[str] | None,
+        opts: pulumi.ResourceOptions,
+    ) -> tuple[pulumi.Output[str], list[str]]:
+        """The node image by repo digest (built and pushed here), or the configured prebuilt one."""
+        pull_secrets: list[str] = []
+        if settings.registry_server and settings.registry_username and password is not None:
+            secret_name = f"{name}-registry"
+            auth = pulumi.Output.secret(
+                pulumi.Output.from_input(password).apply(
+                    lambda pw: json.dumps(
+                        {
+                            "auths": {
+                                settings.registry_server: {
+                                    "auth": base64.b64encode(
+                                        f"{settings.registry_username}:{pw}".encode()
+                                    ).decode()
+                                }
+                            }
+                        }
+                    )
+                )
+            )
+            k8s.core.v1.Secret(
+                secret_name,
+                metadata=workload.metadata(secret_name, COMPONENT, settings),
+                type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": auth},
+                opts=opts,
+            )
+            pull_secrets.append(secret_name)
+        if settings.node_image:
+            return pulumi.Output.from_input(settings.node_image), pull_secrets
+        registry = (
+            docker.RegistryArgs(
+                server=settings.registry_server, username=settings.registry_username, password=password
+            )
+            if settings.registry_server
+            else None
+        )
+        image = docker.Image(
+            f"{name}-image",
+            image_name=f"{settings.node_image_repository}:{IMAGE_TAG}-{settings.node_platform}",
+            build=docker.DockerBuildArgs(
+                context=str(PROJECT_ROOT / contract.BUILD_CONTEXT),
+                platform=f"linux/{settings.node_platform}",
+                args={"TARGETARCH": settings.node_platform},
+            ),
+            registry=registry,
+            opts=opts,
+        )
+        # The digest, not the tag: every pod runs exactly the bytes that were pushed.
+        return image.repo_digest, pull_secrets

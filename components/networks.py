@@ -1,0 +1,75 @@
+"""Per-network facts: the one table that says how signet, testnet4 and mainnet differ."""
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What Bitcoin Core, sv2-tp and address validation need to know about one network."""
+
+    name: str  # the stack setting's value
+    core_chain: str  # Bitcoin Core's and sv2-tp's `chain=` value
+    rpc_port: int
+    p2p_port: int
+    bech32_hrp: str  # segwit addresses: bc1… / tb1…
+    p2pkh_version: int  # base58check version byte of 1… / m…, n… addresses
+    p2sh_version: int  # base58check version byte of 3… / 2… addresses
+    default_storage: str  # node volume for an unpruned node
+    is_mainnet: bool
+
+    @property
+    def section(self) -> str | None:
+        """The config-file section for network-only options; mainnet reads the top level."""
+        return None if self.core_chain == "main" else self.core_chain
+
+    @property
+    def net_datadir_suffix(self) -> str:
+        """Where Core and sv2-tp keep per-network files below the datadir (none on mainnet)."""
+        return "" if self.core_chain == "main" else self.core_chain
+
+
+# Volume size of a pruned mainnet node (blocks pruned to PRUNED_MAINNET_MIB plus chainstate).
+PRUNED_STORAGE: Final = "20Gi"
+
+NETWORKS: Final[dict[str, NetworkFacts]] = {
+    "signet": NetworkFacts(
+        name="signet",
+        core_chain="signet",
+        rpc_port=38332,
+        p2p_port=38333,
+        bech32_hrp="tb",
+        p2pkh_version=0x6F,
+        p2sh_version=0xC4,
+        default_storage="10Gi",
+        is_mainnet=False,
+    ),
+    "testnet4": NetworkFacts(
+        name="testnet4",
+        core_chain="testnet4",
+        rpc_port=48332,
+        p2p_port=48333,
+        bech32_hrp="tb",
+        p2pkh_version=0x6F,
+        p2sh_version=0xC4,
+        default_storage="50Gi",
+        is_mainnet=False,
+    ),
+    "mainnet": NetworkFacts(
+        name="mainnet",
+        core_chain="main",
+        rpc_port=8332,
+        p2p_port=8333,
+        bech32_hrp="bc",
+        p2pkh_version=0x00,
+        p2sh_version=0x05,
+        default_storage="750Gi",
+        is_mainnet=True,
+    ),
+}
+
+# Ports of the sv2 services; fixed by the design, identical on every network.
+TEMPLATE_PROVIDER_PORT: Final = 8442
+POOL_PORT: Final = 34254
+TRANSLATOR_PORT: Final = 34255
+MONITORING_PORT: Final = 8080

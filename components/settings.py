@@ -1,0 +1,544 @@
+"""Stack settings: `pulumi.Config` in, one typed, validated, immutable `Settings` out.
+
+Every setting is declared once, here: its key (camelCase, the `pulumi config set` name),
+type, default (fixed or per network) and description. README's settings reference and the
+`config:` block of Pulumi.yaml are generated from this model (scripts/settings_reference.py).
+Nothing is created before `load_settings` returns, so a bad value costs only an error message.
+"""
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final, Literal
+
+import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from components.addresses import accepted_address_forms, address_problem
+from components.networks import NETWORKS, PRUNED_STORAGE, NetworkFacts
+from components.quantities import mebibytes, parse_quantity
+
+PROJECT: Final = "sv2-k8s"
+# Smallest prune target Bitcoin Core accepts, in MiB.
+MIN_PRUNE_MIB: Final = 550
+# Below this the node cannot hold a useful dbcache next to its mempool.
+MIN_NODE_MEMORY_MIB: Final = 2048
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_HEX = re.compile(r"^([0-9a-fA-F]{2})+$")
+
+
+class SettingsError(Exception):
+    """Invalid stack settings; the message names each bad key and what it accepts."""
+
+
+# --- reusable value checks -------------------------------------------------------------
+
+
+def _quantity(text: str) -> str:
+    if parse_quantity(text) <= 0:
+        raise ValueError("must be greater than zero")
+    return text
+
+
+def _dns_label(text: str) -> str:
+    if not _DNS_LABEL.match(text):
+        raise ValueError("must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)")
+    return text
+
+
+def _image(text: str) -> str:
+    if "@sha256:" not in text:
+        tag = text.rsplit("/", 1)[-1].partition(":")[2]
+        if not tag:
+            raise ValueError("needs an explicit tag or @sha256 digest")
+        if tag == "latest":
+            raise ValueError("'latest' is not a reproducible tag")
+    if not _IMAGE_REF.match(text):
+        raise ValueError("is not an image reference")
+    return text
+
+
+def _ip_literal(text: str) -> str:
+    # sv2-apps v0.2.0 accepts IP literals only (SV2-FACTS §1).
+    ipaddress.ip_address(text)
+    return text
+
+
+def _cidr(text: str) -> str:
+    ipaddress.ip_network(text, strict=True)
+    return text
+
+
+def _authority_pubkey(text: str) -> str:
+    # Imported here to keep settings free of the secp256k1 dependency at import time.
+    from components.keys import is_authority_public_key
+
+    if not is_authority_public_key(text):
+        raise ValueError("is not an SV2 authority public key (base58check, starts with 9)")
+    return text
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+Image = Annotated[str, AfterValidator(_image)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Percent = Annotated[int, Field(ge=1, le=100)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class ResourceAmounts(_Model):
+    cpu: Quantity
+    memory: Quantity
+
+
+class Resources(_Model):
+    """Requests and limits of one container."""
+
+    requests: ResourceAmounts
+    limits: ResourceAmounts
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> "Resources":
+        for kind in ("cpu", "memory"):
+            request = parse_quantity(getattr(self.requests, kind))
+            limit = parse_quantity(getattr(self.limits, kind))
+            if request > limit:
+                raise ValueError(f"requests.{kind} exceeds limits.{kind}")
+        return self
+
+
+class Upstream(_Model):
+    """A failover pool for the translator, tried after our own pool."""
+
+    address: Annotated[str, AfterValidator(_ip_literal)]
+    port: Port
+    authority_pubkey: Annotated[str, AfterValidator(_authority_pubkey)]
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+
+
+def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"cpu": cpu_limit, "memory": memory_limit},
+    }
+
+
+# Per-network defaults: settings whose default depends on the chain.
+NODE_RESOURCES: Final[dict[str, dict[str, Any]]] = {
+    "signet": _resources("500m", "2Gi", "2", "4Gi"),
+    "testnet4": _resources("1", "3Gi", "2", "6Gi"),
+    "mainnet": _resources("2", "8Gi", "4", "16Gi"),
+}
+PER_NETWORK_DEFAULTS: Final[dict[str, Callable[[NetworkFacts, Mapping[str, Any]], Any]]] = {
+    "storageSize": lambda net, raw: (
+        PRUNED_STORAGE if raw.get("pruneMib") not in (None, 0) else net.default_storage
+    ),
+    "nodeResources": lambda net, raw: NODE_RESOURCES[net.name],
+}
+
+
+def _described(description: str, accepted: str, **kwargs: Any) -> Any:
+    """A Field with the description the reference shows and the hint errors print."""
+    return Field(description=description, json_schema_extra={"accepted": accepted}, **kwargs)
+
+
+class Settings(_Model):
+    """All settings of one stack. Attribute names are snake_case; keys are camelCase."""
+
+    # -- network and placement
+    network: Literal["signet", "testnet4", "mainnet"] = _described(
+        "Bitcoin network of this stack.", "signet, testnet4 or mainnet", default="signet"
+    )
+    namespace: DnsLabel = _described(
+        "Kubernetes namespace of every object; give each stack sharing a cluster its own.",
+        "a DNS-1123 label",
+        default="sv2-mining",
+    )
+    payout_address: str | None = _described(
+        "Address that receives the block reward (coinbase output). No default on mainnet.",
+        "an address of the stack's network",
+        default=None,
+    )
+    node_selector: dict[str, str] = _described(
+        "Node labels every pod must match.", "a map of label to value", default_factory=dict
+    )
+    tolerations: tuple[Toleration, ...] = _described(
+        "Tolerations added to every pod.",
+        "a list of Kubernetes tolerations (key, operator, value, effect, tolerationSeconds)",
+        default=(),
+    )
+    # -- images
+    pool_image: Image = _described(
+        "Pool image (tag or @sha256 digest).",
+        "an image reference with a tag other than latest, or a digest",
+        default="stratumv2/pool_sv2:v0.2.0",
+    )
+    translator_image: Image = _described(
+        "Translator image (tag or @sha256 digest).",
+        "an image reference with a tag other than latest, or a digest",
+        default="stratumv2/translator_sv2:v0.2.0",
+    )
+    node_image: Image | None = _described(
+        "Prebuilt node image to run instead of building docker/bitcoin-node.",
+        "an image reference with a tag or digest",
+        default=None,
+    )
+    node_image_repository: str = _described(
+        "Repository the built node image is pushed to.",
+        "a repository such as ghcr.io/you/sv2-bitcoin-node",
+        default="localhost:5000/sv2-bitcoin-node",
+    )
+    node_platform: Literal["amd64", "arm64"] = _described(
+        "CPU architecture of the built node image.", "amd64 or arm64", default="amd64"
+    )
+    registry_server: str | None = _described(
+        "Registry to log in to for pushing and pulling the node image.",
+        "a registry host such as ghcr.io",
+        default=None,
+    )
+    registry_username: str | None = _described(
+        "Registry user; set the password with `pulumi config set --secret registryPassword`.",
+        "a user name",
+        default=None,
+    )
+    # -- node
+    storage_size: Quantity = _described(
+        "Size of the node volume (10Gi signet, 50Gi testnet4, 750Gi mainnet, 20Gi pruned).",
+        "a Kubernetes quantity such as 50Gi",
+        default=None,
+    )
+    storage_class: DnsLabel | None = _described(
+        "StorageClass of the node volume; the cluster default when unset.",
+        "a StorageClass name",
+        default=None,
+    )
+    prune_mib: Annotated[int, Field(ge=0)] = _described(
+        "Prune block files to this many MiB (0 keeps the full chain).",
+        f"0, or at least {MIN_PRUNE_MIB}",
+        default=0,
+    )
+    node_volume_snapshot: DnsLabel | None = _described(
+        "VolumeSnapshot (same namespace) to create a new node volume from, e.g. a synced chain.",
+        "the name of a VolumeSnapshot",
+        default=None,
+    )
+    retain_chain_data: bool = _described(
+        "Keep the node volume and the Namespace on `pulumi destroy` (false deletes them).",
+        "true or false",
+        default=True,
+    )
+    node_resources: Resources = _described(
+        "Requests and limits of the node container; dbcache is derived from the memory limit.",
+        "{requests: {cpu, memory}, limits: {cpu, memory}}",
+        default=None,
+    )
+    p2p_node_port: Annotated[int, Field(ge=30000, le=32767)] | None = _described(
+        "Fixed NodePort for P2P; Kubernetes picks one when unset.",
+        "a port from 30000 to 32767",
+        default=None,
+    )
+    tp_interval_secs: Annotated[int, Field(ge=1)] = _described(
+        "sv2-tp: seconds between template updates (-sv2interval).",
+        "a whole number of seconds, at least 1",
+        default=30,
+    )
+    tp_fee_delta_sats: Annotated[int, Field(ge=0)] = _described(
+        "sv2-tp: fee increase in sats that triggers a new template (-sv2feedelta).",
+        "a whole number of sats, 0 or more",
+        default=1000,
+    )
+    signet_challenge: str | None = _described(
+        "Custom signet challenge script in hex (51 = OP_TRUE, blocks need no signature).",
+        "hex bytes such as 51; signet only",
+        default=None,
+    )
+    signet_connect: tuple[str, ...] = _described(
+        "Peers the node connects to exclusively (custom signet).",
+        "a list of host[:port]; signet only",
+        default=(),
+    )
+    signet_addnode: tuple[str, ...] = _described(
+        "Extra peers the node adds (custom signet).",
+        "a list of host[:port]; signet only",
+        default=(),
+    )
+    # -- pool
+    pool_signature: str = _described(
+        "Text the pool writes into the coinbase.",
+        "a non-empty string",
+        default="sv2-k8s",
+        min_length=1,
+    )
+    pool_shares_per_minute: Annotated[float, Field(gt=0)] = _described(
+        "Shares per minute the pool expects per channel.", "a number above 0", default=6.0
+    )
+    share_batch_size: Annotated[int, Field(ge=1)] = _described(
+        "Shares the pool acknowledges per batch.", "a whole number, at least 1", default=10
+    )
+    server_id: Annotated[int, Field(ge=0, le=65535)] = _described(
+        "Pool server id (unique per pool sharing a search space).", "0 to 65535", default=1
+    )
+    cert_validity_secs: Annotated[int, Field(ge=60)] = _described(
+        "Validity of the pool's Noise certificates, seconds.", "at least 60", default=3600
+    )
+    pool_resources: Resources = _described(
+        "Requests and limits of the pool container.",
+        "{requests: {cpu, memory}, limits: {cpu, memory}}",
+        default=Resources.model_validate(_resources("100m", "128Mi", "1", "512Mi")),
+    )
+    # -- translator
+    translator_min_replicas: Annotated[int, Field(ge=1)] = _described(
+        "Fewest translator replicas (HPA).", "a whole number, at least 1", default=2
+    )
+    translator_max_replicas: Annotated[int, Field(ge=1, le=100)] = _described(
+        "Most translator replicas (HPA).", "1 to 100, not below translatorMinReplicas", default=10
+    )
+    translator_cpu_target: Percent = _described(
+        "HPA target CPU utilisation, percent.", "1 to 100", default=70
+    )
+    translator_memory_target: Percent = _described(
+        "HPA target memory utilisation, percent.", "1 to 100", default=80
+    )
+    translator_resources: Resources = _described(
+        "Requests and limits of the translator container.",
+        "{requests: {cpu, memory}, limits: {cpu, memory}}",
+        default=Resources.model_validate(_resources("100m", "128Mi", "1", "256Mi")),
+    )
+    user_identity: str = _described(
+        "User identity the translator presents upstream.", "a non-empty string",
+        default="sv2-k8s", min_length=1,
+    )
+    min_individual_miner_hashrate: Annotated[float, Field(gt=0)] = _described(
+        "Hashrate (H/s) of the weakest miner; sets the starting difficulty.",
+        "a number above 0",
+        default=10e12,
+    )
+    translator_shares_per_minute: Annotated[float, Field(gt=0)] = _described(
+        "Shares per minute each SV1 miner should send.", "a number above 0", default=6.0
+    )
+    enable_vardiff: bool = _described(
+        "Adjust each miner's difficulty to its hashrate.", "true or false", default=True
+    )
+    aggregate_channels: bool = _described(
+        "Share one upstream channel among all miners of a translator.",
+        "true or false",
+        default=True,
+    )
+    job_keepalive_interval_secs: Annotated[int, Field(ge=0)] = _described(
+        "Seconds between keepalive jobs to SV1 miners (0 disables).", "0 or more", default=60
+    )
+    downstream_extranonce2_size: Annotated[int, Field(ge=2, le=8)] = _described(
+        "Extranonce2 bytes rolled by SV1 miners.", "2 to 8", default=4
+    )
+    failover_upstreams: tuple[Upstream, ...] = _described(
+        "Pools the translator fails over to after ours, in order.",
+        "a list of {address: IP literal, port, authorityPubkey}",
+        default=(),
+    )
+    # -- miners' load balancer
+    lb_source_ranges: tuple[Annotated[str, AfterValidator(_cidr)], ...] = _described(
+        "CIDRs allowed to reach the miners' LoadBalancer; empty allows everyone.",
+        "a list of CIDRs such as 203.0.113.0/24",
+        default=(),
+    )
+    lb_external_traffic_policy: Literal["Local", "Cluster"] = _described(
+        "Local keeps miners' source addresses (needed for the CIDR NetworkPolicy).",
+        "Local or Cluster",
+        default="Local",
+    )
+    lb_annotations: dict[str, str] = _described(
+        "Annotations of the miners' LoadBalancer Service (cloud-specific).",
+        "a map of annotation to value",
+        default_factory=dict,
+    )
+    # -- keys and credentials
+    pool_key_rotation: str = _described(
+        "Change to generate a new pool authority key (miners' translators follow).",
+        "any string",
+        default="0",
+    )
+    tp_key_rotation: str = _described(
+        "Change to generate a new template provider key.", "any string", default="0"
+    )
+    rpc_credentials_rotation: str = _described(
+        "Change to generate new RPC credentials.", "any string", default="0"
+    )
+
+    @property
+    def facts(self) -> NetworkFacts:
+        return NETWORKS[self.network]
+
+    @property
+    def pruned(self) -> bool:
+        return self.prune_mib > 0
+
+
+SECRET_SETTINGS: Final = {
+    "registryPassword": "Registry password for the node image (set with --secret).",
+}
+
+
+def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
+    """Rules that involve more than one setting: (key, problem, accepted)."""
+    problems: list[tuple[str, str, str]] = []
+    net = settings.facts
+    if settings.payout_address is None:
+        problems.append(
+            (
+                "payoutAddress",
+                "is not set; this stack has no default payout address",
+                f"{accepted_address_forms(net)}; run: pulumi config set "
+                f"{PROJECT}:payoutAddress <your {net.bech32_hrp}1… address> -s {stack}",
+            )
+        )
+    else:
+        problem = address_problem(settings.payout_address, net)
+        if problem:
+            problems.append(("payoutAddress", problem, accepted_address_forms(net)))
+    if settings.translator_max_replicas < settings.translator_min_replicas:
+        problems.append(
+            ("translatorMaxReplicas", "is below translatorMinReplicas", "a value ≥ the minimum")
+        )
+    if 0 < settings.prune_mib < MIN_PRUNE_MIB:
+        problems.append(("pruneMib", "is below Bitcoin Core's minimum", f"0 or ≥ {MIN_PRUNE_MIB}"))
+    if mebibytes(settings.node_resources.limits.memory) < MIN_NODE_MEMORY_MIB:
+        problems.append(
+            ("nodeResources", "limits.memory is too small for a node", "a limit of 2Gi or more")
+        )
+    if settings.network != "signet":
+        for key, value in (
+            ("signetChallenge", settings.signet_challenge),
+            ("signetConnect", settings.signet_connect),
+            ("signetAddnode", settings.signet_addnode),
+        ):
+            if value:
+                problems.append((key, f"applies to signet only, not {net.name}", "unset"))
+    if settings.signet_challenge is not None and not _HEX.match(settings.signet_challenge):
+        problems.append(("signetChallenge", "is not hex", "hex bytes such as 51"))
+    if (settings.registry_username is None) != (settings.registry_server is None):
+        problems.append(
+            ("registryUsername", "needs registryServer and vice versa", "both set or both unset")
+        )
+    return problems
+
+
+def field_info(key: str) -> tuple[str, str]:
+    """(description, accepted) of a setting, by its camelCase key."""
+    for name, info in Settings.model_fields.items():
+        if info.alias == key or to_camel(name) == key:
+            extra = info.json_schema_extra
+            accepted = str(extra.get("accepted", "")) if isinstance(extra, dict) else ""
+            return info.description or "", accepted
+    return "", ""
+
+
+def _describe_pydantic_error(error: Mapping[str, Any]) -> tuple[str, str, str]:
+    loc = [str(part) for part in error["loc"]]
+    key = loc[0] if loc else "settings"
+    _, accepted = field_info(key)
+    where = ".".join(loc[1:])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    shown = ""
+    if isinstance(value, str | int | float) and repr(value) not in message:
+        shown = f" (got {value!r})"
+    return key, f"{where + ': ' if where else ''}{message}{shown}", accepted
+
+
+def format_problems(problems: list[tuple[str, str, str]]) -> str:
+    lines = [f"invalid stack settings ({len(problems)}):"]
+    for key, problem, accepted in problems:
+        hint = f" Accepted: {accepted}." if accepted else ""
+        lines.append(f"  {PROJECT}:{key} {problem}.{hint}")
+    return "\n".join(lines)
+
+
+def _structured_keys() -> set[str]:
+    """Keys whose values are lists or maps, written in stack files as YAML structures."""
+    keys = set()
+    for name, info in Settings.model_fields.items():
+        text = repr(info.annotation)
+        if any(marker in text for marker in ("dict", "tuple", "Resources", "Upstream")):
+            keys.add(info.alias or to_camel(name))
+    return keys
+
+
+STRUCTURED_KEYS: Final = _structured_keys()
+ALL_KEYS: Final = {info.alias or to_camel(n) for n, info in Settings.model_fields.items()} | set(
+    SECRET_SETTINGS
+)
+
+
+def parse_settings(raw: Mapping[str, str], stack: str = "<stack>") -> Settings:
+    """Validate raw config strings (as Pulumi stores them) into Settings, or raise SettingsError."""
+    problems: list[tuple[str, str, str]] = []
+    values: dict[str, Any] = {}
+    for key, text in raw.items():
+        if key not in ALL_KEYS:
+            problems.append((key, "is not a setting of this project", "see README's reference"))
+        elif key in SECRET_SETTINGS:
+            continue
+        elif key in STRUCTURED_KEYS:
+            try:
+                values[key] = json.loads(text)
+            except json.JSONDecodeError:
+                _, accepted = field_info(key)
+                problems.append((key, "is not a list or map", accepted))
+        else:
+            values[key] = text
+    network = NETWORKS.get(str(values.get("network", "signet")))
+    if network is not None:
+        for key, default in PER_NETWORK_DEFAULTS.items():
+            values.setdefault(key, default(network, values))
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as error:
+        problems.extend(_describe_pydantic_error(e) for e in error.errors())
+    else:
+        problems.extend(_cross_checks(settings, stack))
+    if problems:
+        raise SettingsError(format_problems(problems))
+    return settings
+
+
+def _raw_project_config() -> dict[str, str]:
+    """Every `sv2-k8s:*` value the engine passed to the program, typos included."""
+    from pulumi.runtime import config as runtime_config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{PROJECT}:"
+    return {
+        key.removeprefix(prefix): value if isinstance(value, str) else json.dumps(value)
+        for key, value in merged.items()
+        if key.startswith(prefix)
+    }
+
+
+def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:
+    """Read the stack's config. Returns the settings and the registry password (a secret)."""
+    settings = parse_settings(_raw_project_config(), pulumi.get_stack())
+    password = pulumi.Config(PROJECT).get_secret("registryPassword")
+    return settings, password

@@ -1,0 +1,292 @@
+"""What every workload shares: labels, restricted pod security, probes, await annotations."""
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.settings import Resources, Settings
+
+PART_OF: Final = "sv2-k8s"
+NETWORK_LABEL: Final = "sv2-k8s/network"
+CONFIG_HASH_ANNOTATION: Final = "sv2-k8s/config-hash"
+# Pool and translator readiness follow the node's initial sync, which takes hours to days;
+# `pulumi up` must not wait for it (SV2-FACTS §9). Objects that would block carry this.
+SKIP_AWAIT: Final = {"pulumi.com/skipAwait": "true"}
+SCRATCH_VOLUME: Final = "tmp"
+
+
+def selector_labels(component: str) -> dict[str, str]:
+    """The labels a Service or NetworkPolicy selects a component's pods by."""
+    return {"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": PART_OF}
+
+
+def labels(component: str, settings: Settings) -> dict[str, str]:
+    return {
+        **selector_labels(component),
+        NETWORK_LABEL: settings.network,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def metadata(
+    name: str,
+    component: str,
+    settings: Settings,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Explicit names: a replaced object re-attaches what it owned (claims, clusterIP users)."""
+    return {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": labels(component, settings),
+        "annotations": dict(annotations or {}),
+    }
+
+
+def config_hash(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
+    """A digest of rendered configuration for a pod annotation: a change rolls the pods.
+
+    The digest reveals nothing of the secrets it covers, so it is not kept secret
+    (which would make the whole pod template secret in Pulumi's state).
+    """
+
+    def digest(texts: Sequence[str]) -> str:
+        return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+    return pulumi.Output.unsecret(pulumi.Output.all(*parts).apply(digest))
+
+
+def container_security(uid: int) -> dict[str, Any]:
+    """The Pod Security `restricted` profile, for a container that needs no privileges."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def resources(amounts: Resources) -> dict[str, Any]:
+    return amounts.model_dump()
+
+
+def tcp_probe(port: int, *, period: int = 10, failures: int = 3, delay: int = 0) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": port},
+        "initialDelaySeconds": delay,
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 3,
+    }
+
+
+def http_probe(path: str, port: int, *, delay: int, period: int = 20, failures: int = 3) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "initialDelaySeconds": delay,
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def exec_probe(command: Sequence[str], *, period: int, failures: int, timeout: int = 10) -> dict[str, Any]:
+    return {
+        "exec": {"command": list(command)},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def pod_spec(
+    settings: Settings,
+    *,
+    service_account: str,
+    uid: int,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    grace_seconds: int,
+    image_pull_secrets: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A restricted pod: non-root, no token, scratch space on /tmp, the placement settings."""
+    spec: dict[str, Any] = {
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": containers,
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}, *volumes],
+    }
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations
+        ]
+    if image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in image_pull_secrets]
+    return spec
+
+
+def scratch_mount() -> dict[str, Any]:
+    return {"name": SCRATCH_VOLUME, "mountPath": "/tmp"}
+
+
+def sigint_pre_stop() -> dict[str, Any]:
+    """pool_sv2 and translator_sv2 shut down cleanly on SIGINT only and ignore SIGTERM as PID 1."""
+    return {
+        "preStop": {
+            "exec": {"command": ["/bin/sh", "-c", "kill -INT 1; while kill -0 1; do sleep 1; done"]}
+        }
+    }
+
+
+def service_account(
+    name: str, component: str, settings: Settings, opts: pulumi.ResourceOptions
+) -> k8s.core.v1.ServiceAccount:
+    """A dedicated identity per workload, with no API token mounted anywhere."""
+    return k8s.core.v1.ServiceAccount(
+        name,
+        metadata=metadata(name, component, settings),
+        automount_service_account_token=False,
+        opts=opts,
+    )
+
+
+def service(
+    name: str,
+    component: str,
+    settings: Settings,
+    ports: Mapping[str, int],
+    opts: pulumi.ResourceOptions,
+    *,
+    service_type: str = "ClusterIP",
+    annotations: Mapping[str, str] = SKIP_AWAIT,
+    extra_spec: Mapping[str, Any] | None = None,
+    node_port: int | None = None,
+) -> k8s.core.v1.Service:
+    """A Service on a component's pods; named ports so probes and monitors can refer to them.
+
+    By default `pulumi up` does not wait for endpoints, which appear only once the node
+    has synced.
+    """
+    spec: dict[str, Any] = {
+        "type": service_type,
+        "selector": selector_labels(component),
+        "ports": [
+            {"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}
+            for port_name, port in ports.items()
+        ],
+        **(extra_spec or {}),
+    }
+    if node_port is not None:
+        spec["ports"][0]["nodePort"] = node_port
+    return k8s.core.v1.Service(
+        name, metadata=metadata(name, component, settings, annotations), spec=spec, opts=opts
+    )
+
+
+def file_secret(
+    name: str,
+    component: str,
+    settings: Settings,
+    files: Mapping[str, pulumi.Input[str]],
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.Secret:
+    """Configuration files that carry secret values, mounted read-only."""
+    return k8s.core.v1.Secret(
+        name,
+        metadata=metadata(name, component, settings),
+        type="Opaque",
+        string_data=dict(files),
+        opts=opts,
+    )
+
+
+CONFIG_VOLUME: Final = "config"
+HEALTH_PATH: Final = "/api/v1/health"
+
+
+def sv2_app_container(
+    component: str,
+    *,
+    image: str,
+    binary: str,
+    config_path: str,
+    ports: Mapping[str, int],
+    resources_: Resources,
+    uid: int,
+) -> dict[str, Any]:
+    """pool_sv2 or translator_sv2: the image's entrypoint ignores args, so `command` carries -c.
+
+    The first port is the service port: a TCP probe on it means "connected upstream" (the
+    apps open it only then). /api/v1/health answers while the HTTP server runs: liveness only.
+    """
+    service_port = next(iter(ports.values()))
+    metrics_port = ports["metrics"]
+    return {
+        "name": component,
+        "image": image,
+        "command": [binary, "-c", config_path],
+        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
+        "resources": resources(resources_),
+        "securityContext": container_security(uid),
+        "readinessProbe": tcp_probe(service_port),
+        "livenessProbe": http_probe(HEALTH_PATH, metrics_port, delay=60),
+        "lifecycle": sigint_pre_stop(),
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": config_path.rsplit("/", 1)[0], "readOnly": True},
+            scratch_mount(),
+        ],
+    }
+
+
+def sv2_app_template(
+    component: str,
+    settings: Settings,
+    *,
+    container: dict[str, Any],
+    config_source: dict[str, Any],
+    config_text: pulumi.Input[str],
+    service_account_name: pulumi.Input[str],
+    uid: int,
+) -> dict[str, Any]:
+    """The pod template of pool and translator; a config change rolls the pods."""
+    return {
+        "metadata": {
+            "labels": labels(component, settings),
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config_text)},
+        },
+        "spec": pod_spec(
+            settings,
+            service_account=service_account_name,
+            uid=uid,
+            containers=[container],
+            volumes=[{"name": CONFIG_VOLUME, **config_source}],
+            grace_seconds=60,
+        ),
+    }
+
+
+def child_options(
+    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
+) -> pulumi.ResourceOptions:
+    """Options for a component's children: parented, and ordered after what the component
+    depends on (the Namespace), which Pulumi does not pass down by itself."""
+    return pulumi.ResourceOptions(parent=parent, depends_on=opts.depends_on if opts else None)
