@@ -1,6 +1,6 @@
 """sv2-k8s: Stratum V2 mining on Kubernetes.
 
-    miners ──SV1──▶ Translator (LB :34255) ──SV2──▶ Pool (:34254) ──SV2 TDP──▶ BitcoinNode (sv2-tp :8442)
+miners ──SV1──▶ Translator (LB :34255) ──SV2──▶ Pool (:34254) ──SV2 TDP──▶ BitcoinNode (sv2-tp :8442)
 """
 
 import pulumi
@@ -40,9 +40,7 @@ pool = Pool(
 )
 translator = Translator(
     "translator",
-    TranslatorArgs(
-        settings=settings, pool_ip=pool.address, pool_public_key=credentials.pool_public_key
-    ),
+    TranslatorArgs(settings=settings, pool_ip=pool.address, pool_public_key=credentials.pool_public_key),
     opts=in_namespace,
 )
 

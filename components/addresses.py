@@ -1,7 +1,7 @@
 """Payout address checks: the pool accepts any address, so a wrong-network one is our job."""
 
 import base58
-import bech32
+from embit import bech32
 
 from components.networks import NetworkFacts
 
@@ -13,7 +13,7 @@ def address_problem(address: str, network: NetworkFacts) -> str | None:
         hrp = lowered.split("1", 1)[0]
         if hrp != network.bech32_hrp:
             return f"a {hrp}1… address belongs to another network"
-        # bech32.decode verifies the checksum, and bech32 vs bech32m per witness version.
+        # Verifies the checksum and its variant: bech32 for v0, bech32m for v1+ (BIP-350).
         version, program = bech32.decode(network.bech32_hrp, address)
         if version is None or program is None:
             return "the bech32/bech32m checksum or encoding is invalid"

@@ -50,11 +50,11 @@ class BitcoinNode(pulumi.ComponentResource):
         self.image, pull_secrets = self._image(name, settings, args.registry_password, child)
         account = workload.service_account(name, COMPONENT, settings, child)
 
-        node_conf = pulumi.Output.secret(
+        node_conf: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.rpcauth).apply(lambda line: bitcoin_conf(settings, line))
         )
         tp_conf = sv2_tp_conf(settings)
-        key_file_b64 = pulumi.Output.secret(
+        key_file_b64: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.template_provider_keys).apply(
                 lambda keys: base64.b64encode(keys.key_file).decode()
             )
@@ -92,14 +92,25 @@ class BitcoinNode(pulumi.ComponentResource):
             "readinessProbe": workload.exec_probe(contract.READINESS_COMMAND, period=30, failures=2),
             "volumeMounts": [
                 {"name": VOLUME, "mountPath": contract.DATA_DIR},
-                {"name": "bitcoin-conf", "mountPath": str(Path(contract.BITCOIN_CONF_PATH).parent), "readOnly": True},
-                {"name": "sv2-tp-conf", "mountPath": str(Path(contract.SV2_TP_CONF_PATH).parent), "readOnly": True},
+                {
+                    "name": "bitcoin-conf",
+                    "mountPath": str(Path(contract.BITCOIN_CONF_PATH).parent),
+                    "readOnly": True,
+                },
+                {
+                    "name": "sv2-tp-conf",
+                    "mountPath": str(Path(contract.SV2_TP_CONF_PATH).parent),
+                    "readOnly": True,
+                },
                 {"name": "sv2-tp-key", "mountPath": str(Path(contract.TP_KEY_PATH).parent), "readOnly": True},
                 workload.scratch_mount(),
             ],
         }
         volumes = [
-            {"name": "bitcoin-conf", "secret": {"secretName": conf_secret.metadata.name, "defaultMode": 0o440}},
+            {
+                "name": "bitcoin-conf",
+                "secret": {"secretName": conf_secret.metadata.name, "defaultMode": 0o440},
+            },
             {"name": "sv2-tp-conf", "configMap": {"name": tp_conf_map.metadata.name, "defaultMode": 0o444}},
             {"name": "sv2-tp-key", "secret": {"secretName": key_secret.metadata.name, "defaultMode": 0o440}},
         ]
@@ -114,7 +125,7 @@ class BitcoinNode(pulumi.ComponentResource):
             {"p2p": facts.p2p_port},
             child,
             service_type="NodePort",
-            node_port=settings.p2p_node_port,
+            node_port=settings.p2p_node_port or None,
         )
 
         claim_spec: dict[str, object] = {
@@ -179,9 +190,7 @@ class BitcoinNode(pulumi.ComponentResource):
 
         self.template_provider_ip = template_provider.spec.cluster_ip
         self.rpc_service_name = rpc.metadata.name
-        self.register_outputs(
-            {"image": self.image, "template_provider_ip": self.template_provider_ip}
-        )
+        self.register_outputs({"image": self.image, "template_provider_ip": self.template_provider_ip})
 
     def _image(
         self,
@@ -194,7 +203,7 @@ class BitcoinNode(pulumi.ComponentResource):
         pull_secrets: list[str] = []
         if settings.registry_server and settings.registry_username and password is not None:
             secret_name = f"{name}-registry"
-            auth = pulumi.Output.secret(
+            auth: pulumi.Output[str] = pulumi.Output.secret(
                 pulumi.Output.from_input(password).apply(
                     lambda pw: json.dumps(
                         {

@@ -72,4 +72,5 @@ class Credentials(pulumi.ComponentResource):
         self, name: str, rotation: str, opts: pulumi.ResourceOptions
     ) -> pulumi.Output[AuthorityKeyPair]:
         seed = random.RandomBytes(name, length=32, keepers={"rotation": rotation}, opts=opts)
-        return pulumi.Output.secret(seed.hex).apply(lambda hex_: authority_key_pair(bytes.fromhex(hex_)))
+        seed_hex: pulumi.Output[str] = pulumi.Output.secret(seed.hex)
+        return seed_hex.apply(lambda hex_: authority_key_pair(bytes.fromhex(hex_)))

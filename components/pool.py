@@ -34,7 +34,7 @@ class Pool(pulumi.ComponentResource):
         child = workload.child_options(self, opts)
         settings = args.settings
 
-        config = pulumi.Output.secret(
+        config: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(
                 args.pool_keys, args.template_provider_ip, args.template_provider_public_key
             ).apply(

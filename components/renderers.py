@@ -18,7 +18,9 @@ def dbcache_mib(memory_limit: str) -> int:
     return max(_MIN_DBCACHE_MIB, (mebibytes(memory_limit) - _NODE_MEMORY_OVERHEAD_MIB) * 3 // 4)
 
 
-def _ini(top: Iterable[tuple[str, object]], section: str | None, network_only: list[tuple[str, object]]) -> str:
+def _ini(
+    top: Iterable[tuple[str, object]], section: str | None, network_only: list[tuple[str, object]]
+) -> str:
     """An INI-style config where network-only options sit in the chain's section.
 
     At top level they apply to mainnet only: Core refuses to start and sv2-tp silently
@@ -106,9 +108,7 @@ def pool_toml(
     )
 
 
-def translator_toml(
-    settings: Settings, *, downstream_port: int, pool_ip: str, pool_public_key: str
-) -> str:
+def translator_toml(settings: Settings, *, downstream_port: int, pool_ip: str, pool_public_key: str) -> str:
     upstreams = [{"address": pool_ip, "port": POOL_PORT, "authority_pubkey": pool_public_key}]
     upstreams += [
         {"address": u.address, "port": u.port, "authority_pubkey": u.authority_pubkey}

@@ -69,6 +69,12 @@ def _image(text: str) -> str:
     return text
 
 
+def _node_port(port: int) -> int:
+    if port != 0 and not 30000 <= port <= 32767:
+        raise ValueError("is outside the NodePort range")
+    return port
+
+
 def _ip_literal(text: str) -> str:
     # sv2-apps v0.2.0 accepts IP literals only (SV2-FACTS §1).
     ipaddress.ip_address(text)
@@ -97,9 +103,7 @@ Percent = Annotated[int, Field(ge=1, le=100)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
 class ResourceAmounts(_Model):
@@ -154,7 +158,7 @@ NODE_RESOURCES: Final[dict[str, dict[str, Any]]] = {
 }
 PER_NETWORK_DEFAULTS: Final[dict[str, Callable[[NetworkFacts, Mapping[str, Any]], Any]]] = {
     "storageSize": lambda net, raw: (
-        PRUNED_STORAGE if raw.get("pruneMib") not in (None, 0) else net.default_storage
+        PRUNED_STORAGE if str(raw.get("pruneMib", "0")).strip() not in ("", "0") else net.default_storage
     ),
     "nodeResources": lambda net, raw: NODE_RESOURCES[net.name],
 }
@@ -255,10 +259,10 @@ class Settings(_Model):
         "{requests: {cpu, memory}, limits: {cpu, memory}}",
         default=None,
     )
-    p2p_node_port: Annotated[int, Field(ge=30000, le=32767)] | None = _described(
-        "Fixed NodePort for P2P; Kubernetes picks one when unset.",
-        "a port from 30000 to 32767",
-        default=None,
+    p2p_node_port: Annotated[int, AfterValidator(_node_port)] = _described(
+        "Fixed NodePort for P2P; 0 lets Kubernetes pick one.",
+        "0, or a port from 30000 to 32767",
+        default=0,
     )
     tp_interval_secs: Annotated[int, Field(ge=1)] = _described(
         "sv2-tp: seconds between template updates (-sv2interval).",
@@ -328,8 +332,10 @@ class Settings(_Model):
         default=Resources.model_validate(_resources("100m", "128Mi", "1", "256Mi")),
     )
     user_identity: str = _described(
-        "User identity the translator presents upstream.", "a non-empty string",
-        default="sv2-k8s", min_length=1,
+        "User identity the translator presents upstream.",
+        "a non-empty string",
+        default="sv2-k8s",
+        min_length=1,
     )
     min_individual_miner_hashrate: Annotated[float, Field(gt=0)] = _described(
         "Hashrate (H/s) of the weakest miner; sets the starting difficulty.",
@@ -373,6 +379,28 @@ class Settings(_Model):
         "Annotations of the miners' LoadBalancer Service (cloud-specific).",
         "a map of annotation to value",
         default_factory=dict,
+    )
+    # -- monitoring
+    monitoring_enabled: bool = _described(
+        "Create ServiceMonitors, alert rules and the dashboard (needs the Prometheus Operator CRDs).",
+        "true or false",
+        default=True,
+    )
+    prometheus_namespace: DnsLabel = _described(
+        "Namespace of the Prometheus that scrapes the metrics ports (NetworkPolicy source).",
+        "a namespace name",
+        default="monitoring",
+    )
+    prometheus_labels: dict[str, str] = _described(
+        "Labels the cluster's Prometheus selects ServiceMonitors and rules by.",
+        "a map of label to value",
+        default_factory=lambda: {"release": "kube-prometheus-stack"},
+    )
+    # -- network policies
+    rpc_allowed_namespaces: tuple[DnsLabel, ...] = _described(
+        "Namespaces whose pods may reach the node's RPC port (none by default).",
+        "a list of namespace names",
+        default=(),
     )
     # -- keys and credentials
     pool_key_rotation: str = _described(
@@ -419,15 +447,11 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
         if problem:
             problems.append(("payoutAddress", problem, accepted_address_forms(net)))
     if settings.translator_max_replicas < settings.translator_min_replicas:
-        problems.append(
-            ("translatorMaxReplicas", "is below translatorMinReplicas", "a value ≥ the minimum")
-        )
+        problems.append(("translatorMaxReplicas", "is below translatorMinReplicas", "a value ≥ the minimum"))
     if 0 < settings.prune_mib < MIN_PRUNE_MIB:
         problems.append(("pruneMib", "is below Bitcoin Core's minimum", f"0 or ≥ {MIN_PRUNE_MIB}"))
     if mebibytes(settings.node_resources.limits.memory) < MIN_NODE_MEMORY_MIB:
-        problems.append(
-            ("nodeResources", "limits.memory is too small for a node", "a limit of 2Gi or more")
-        )
+        problems.append(("nodeResources", "limits.memory is too small for a node", "a limit of 2Gi or more"))
     if settings.network != "signet":
         for key, value in (
             ("signetChallenge", settings.signet_challenge),
@@ -439,9 +463,7 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
     if settings.signet_challenge is not None and not _HEX.match(settings.signet_challenge):
         problems.append(("signetChallenge", "is not hex", "hex bytes such as 51"))
     if (settings.registry_username is None) != (settings.registry_server is None):
-        problems.append(
-            ("registryUsername", "needs registryServer and vice versa", "both set or both unset")
-        )
+        problems.append(("registryUsername", "needs registryServer and vice versa", "both set or both unset"))
     return problems
 
 
@@ -497,6 +519,8 @@ def parse_settings(raw: Mapping[str, str], stack: str = "<stack>") -> Settings:
     problems: list[tuple[str, str, str]] = []
     values: dict[str, Any] = {}
     for key, text in raw.items():
+        if text == "":
+            continue  # Pulumi.yaml declares optional settings with "" for "unset"
         if key not in ALL_KEYS:
             problems.append((key, "is not a setting of this project", "see README's reference"))
         elif key in SECRET_SETTINGS:

@@ -71,9 +71,7 @@ class Translator(pulumi.ComponentResource):
                     COMPONENT,
                     settings,
                     container=container,
-                    config_source={
-                        "configMap": {"name": config_map.metadata.name, "defaultMode": 0o444}
-                    },
+                    config_source={"configMap": {"name": config_map.metadata.name, "defaultMode": 0o444}},
                     config_text=config,
                     service_account_name=account.metadata.name,
                     uid=UID,

@@ -16,6 +16,9 @@ CONFIG_HASH_ANNOTATION: Final = "sv2-k8s/config-hash"
 # `pulumi up` must not wait for it (SV2-FACTS §9). Objects that would block carry this.
 SKIP_AWAIT: Final = {"pulumi.com/skipAwait": "true"}
 SCRATCH_VOLUME: Final = "tmp"
+# Kubernetes fields as the API spells them (camelCase), which the provider accepts as is.
+# The SDK's TypedDicts spell keys in snake_case, so these stay loosely typed.
+Fields = Any
 
 
 def selector_labels(component: str) -> dict[str, str]:
@@ -36,7 +39,7 @@ def metadata(
     component: str,
     settings: Settings,
     annotations: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Fields:
     """Explicit names: a replaced object re-attaches what it owned (claims, clusterIP users)."""
     return {
         "name": name,
@@ -59,7 +62,7 @@ def config_hash(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.unsecret(pulumi.Output.all(*parts).apply(digest))
 
 
-def container_security(uid: int) -> dict[str, Any]:
+def container_security(uid: int) -> Fields:
     """The Pod Security `restricted` profile, for a container that needs no privileges."""
     return {
         "runAsNonRoot": True,
@@ -73,11 +76,11 @@ def container_security(uid: int) -> dict[str, Any]:
     }
 
 
-def resources(amounts: Resources) -> dict[str, Any]:
+def resources(amounts: Resources) -> Fields:
     return amounts.model_dump()
 
 
-def tcp_probe(port: int, *, period: int = 10, failures: int = 3, delay: int = 0) -> dict[str, Any]:
+def tcp_probe(port: int, *, period: int = 10, failures: int = 3, delay: int = 0) -> Fields:
     return {
         "tcpSocket": {"port": port},
         "initialDelaySeconds": delay,
@@ -87,7 +90,7 @@ def tcp_probe(port: int, *, period: int = 10, failures: int = 3, delay: int = 0)
     }
 
 
-def http_probe(path: str, port: int, *, delay: int, period: int = 20, failures: int = 3) -> dict[str, Any]:
+def http_probe(path: str, port: int, *, delay: int, period: int = 20, failures: int = 3) -> Fields:
     return {
         "httpGet": {"path": path, "port": port},
         "initialDelaySeconds": delay,
@@ -97,7 +100,7 @@ def http_probe(path: str, port: int, *, delay: int, period: int = 20, failures: 
     }
 
 
-def exec_probe(command: Sequence[str], *, period: int, failures: int, timeout: int = 10) -> dict[str, Any]:
+def exec_probe(command: Sequence[str], *, period: int, failures: int, timeout: int = 10) -> Fields:
     return {
         "exec": {"command": list(command)},
         "periodSeconds": period,
@@ -109,15 +112,15 @@ def exec_probe(command: Sequence[str], *, period: int, failures: int, timeout: i
 def pod_spec(
     settings: Settings,
     *,
-    service_account: str,
+    service_account: pulumi.Input[str],
     uid: int,
     containers: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
     grace_seconds: int,
     image_pull_secrets: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> Fields:
     """A restricted pod: non-root, no token, scratch space on /tmp, the placement settings."""
-    spec: dict[str, Any] = {
+    spec: Fields = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -136,24 +139,20 @@ def pod_spec(
     if settings.node_selector:
         spec["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
-        spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations
-        ]
+        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations]
     if image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in image_pull_secrets]
     return spec
 
 
-def scratch_mount() -> dict[str, Any]:
+def scratch_mount() -> Fields:
     return {"name": SCRATCH_VOLUME, "mountPath": "/tmp"}
 
 
-def sigint_pre_stop() -> dict[str, Any]:
+def sigint_pre_stop() -> Fields:
     """pool_sv2 and translator_sv2 shut down cleanly on SIGINT only and ignore SIGTERM as PID 1."""
     return {
-        "preStop": {
-            "exec": {"command": ["/bin/sh", "-c", "kill -INT 1; while kill -0 1; do sleep 1; done"]}
-        }
+        "preStop": {"exec": {"command": ["/bin/sh", "-c", "kill -INT 1; while kill -0 1; do sleep 1; done"]}}
     }
 
 
@@ -186,7 +185,7 @@ def service(
     By default `pulumi up` does not wait for endpoints, which appear only once the node
     has synced.
     """
-    spec: dict[str, Any] = {
+    spec: Fields = {
         "type": service_type,
         "selector": selector_labels(component),
         "ports": [
@@ -232,7 +231,7 @@ def sv2_app_container(
     ports: Mapping[str, int],
     resources_: Resources,
     uid: int,
-) -> dict[str, Any]:
+) -> Fields:
     """pool_sv2 or translator_sv2: the image's entrypoint ignores args, so `command` carries -c.
 
     The first port is the service port: a TCP probe on it means "connected upstream" (the
@@ -266,7 +265,7 @@ def sv2_app_template(
     config_text: pulumi.Input[str],
     service_account_name: pulumi.Input[str],
     uid: int,
-) -> dict[str, Any]:
+) -> Fields:
     """The pod template of pool and translator; a config change rolls the pods."""
     return {
         "metadata": {
@@ -284,9 +283,7 @@ def sv2_app_template(
     }
 
 
-def child_options(
-    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
-) -> pulumi.ResourceOptions:
+def child_options(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
     """Options for a component's children: parented, and ordered after what the component
     depends on (the Namespace), which Pulumi does not pass down by itself."""
     return pulumi.ResourceOptions(parent=parent, depends_on=opts.depends_on if opts else None)

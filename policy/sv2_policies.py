@@ -8,32 +8,21 @@ preview" (`pulumi up` then checks the known values), so the validators never swa
 exceptions.
 """
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Final
 
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     ReportViolation,
     ResourceValidation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
 )
 
-# Pulumi puts only policy/ on sys.path, but the network table and the quantity parser
-# are the program's (components/, one level up). Appended so that no top-level folder
-# of the repository can shadow an installed package.
-_REPO_ROOT: Final = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.append(_REPO_ROOT)
-
-from components.networks import (  # noqa: E402
-    MONITORING_PORT,
-    NETWORKS,
-    TEMPLATE_PROVIDER_PORT,
-)
-from components.quantities import parse_quantity  # noqa: E402
+# The program's own tables: the repository root is on sys.path (see __main__.py).
+from components.networks import MONITORING_PORT, NETWORKS, TEMPLATE_PROVIDER_PORT
+from components.quantities import parse_quantity
 
 Props = Mapping[str, object]
 Validator = Callable[[str, Props], list[str]]
@@ -47,13 +36,7 @@ POD_SPEC_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
     "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
     "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
     "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
-    "kubernetes:batch/v1:CronJob": (
-        "spec",
-        "jobTemplate",
-        "spec",
-        "template",
-        "spec",
-    ),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 SERVICE: Final = "kubernetes:core/v1:Service"
 CONFIG_MAP: Final = "kubernetes:core/v1:ConfigMap"
@@ -61,10 +44,8 @@ STATEFUL_SET: Final = "kubernetes:apps/v1:StatefulSet"
 
 # Bitcoin Core's regtest RPC port: no stack runs regtest, but an experiment might.
 REGTEST_RPC_PORT: Final = 18443
-INTERNAL_PORTS: Final = frozenset(
-    {TEMPLATE_PROVIDER_PORT, REGTEST_RPC_PORT}
-    | {net.rpc_port for net in NETWORKS.values()},
-)
+RPC_PORTS: Final = {REGTEST_RPC_PORT} | {net.rpc_port for net in NETWORKS.values()}
+INTERNAL_PORTS: Final = frozenset({TEMPLATE_PROVIDER_PORT} | RPC_PORTS)
 PUBLIC_SERVICE_TYPES: Final = frozenset({"LoadBalancer", "NodePort"})
 METRICS_PORT_NAMES: Final = frozenset({"metrics", "monitoring"})
 
@@ -76,8 +57,10 @@ NODE_APP_NAME: Final = "bitcoin-node"
 NETWORK_LABEL: Final = "sv2-k8s/network"
 PRUNED_ANNOTATION: Final = "sv2-k8s/pruned"
 
+HOST_NAMESPACES: Final = ("hostNetwork", "hostPID", "hostIPC")
 ALLOWED_ADDED_CAPABILITIES: Final = frozenset({"NET_BIND_SERVICE"})
 ALLOWED_SECCOMP_TYPES: Final = frozenset({"RuntimeDefault", "Localhost"})
+SECCOMP_HINT: Final = "RuntimeDefault or Localhost"
 
 
 # Reading props: tolerant of missing levels, so that each policy names what is absent.
@@ -153,7 +136,9 @@ def check_pinned_images(resource_type: str, props: Props) -> list[str]:
     for label, container in _containers(spec, init=True):
         problem = image_problem(container.get("image"))
         if problem is not None:
-            messages.append(f"{label} {problem}: pin a version tag or an @sha256 digest")
+            messages.append(
+                f"{label} {problem}: pin a version tag or an @sha256 digest",
+            )
     return messages
 
 
@@ -214,12 +199,9 @@ def check_internal_services_cluster_ip(resource_type: str, props: Props) -> list
     messages = []
     service_type = _field(props, "spec", "type") or "ClusterIP"
     if service_type != "ClusterIP":
-        messages.append(
-            f"exposes internal port(s) {internal} with type {service_type}: "
-            "it must be ClusterIP",
-        )
+        messages.append(f"exposes ports {internal} as {service_type}, not ClusterIP")
     if _field(props, "spec", "externalIPs"):
-        messages.append(f"exposes internal port(s) {internal} on spec.externalIPs")
+        messages.append(f"exposes ports {internal} on spec.externalIPs")
     return messages
 
 
@@ -288,11 +270,7 @@ def _security_context(obj: Mapping[str, object]) -> Mapping[str, object]:
 
 
 def _pod_level_problems(spec: Mapping[str, object]) -> list[str]:
-    messages = [
-        f"pod sets {field}: true"
-        for field in ("hostNetwork", "hostPID", "hostIPC")
-        if spec.get(field) is True
-    ]
+    messages = [f"pod sets {name}: true" for name in HOST_NAMESPACES if spec.get(name)]
     messages += [
         f"volume '{volume.get('name')}' is a hostPath volume"
         for volume in _mappings(spec.get("volumes"))
@@ -303,7 +281,7 @@ def _pod_level_problems(spec: Mapping[str, object]) -> list[str]:
         messages.append("pod runs as user 0 (root)")
     seccomp = _field(context, "seccompProfile", "type")
     if seccomp is not None and seccomp not in ALLOWED_SECCOMP_TYPES:
-        messages.append(f"pod seccompProfile is {seccomp}, not RuntimeDefault/Localhost")
+        messages.append(f"pod seccompProfile is {seccomp}, not {SECCOMP_HINT}")
     return messages
 
 
@@ -313,8 +291,11 @@ def _container_problems(
     pod_context: Mapping[str, object],
 ) -> list[str]:
     messages = []
+    # A container's own setting wins; without one, the pod's applies.
     non_root = context.get("runAsNonRoot")
-    if non_root is False or (non_root is None and pod_context.get("runAsNonRoot") is not True):
+    if non_root is None:
+        non_root = pod_context.get("runAsNonRoot")
+    if non_root is not True:
         messages.append(f"{label} does not set runAsNonRoot: true (nor does the pod)")
     if context.get("runAsUser") == 0:
         messages.append(f"{label} runs as user 0 (root)")
@@ -327,12 +308,12 @@ def _container_problems(
         messages.append(f"{label} does not drop ALL capabilities")
     added = sorted(_strings(capabilities.get("add")) - ALLOWED_ADDED_CAPABILITIES)
     if added:
-        messages.append(f"{label} adds capabilities {added}: only NET_BIND_SERVICE may be")
+        messages.append(f"{label} adds capabilities {added}, not only NET_BIND_SERVICE")
     seccomp = _field(context, "seccompProfile", "type")
     if seccomp is None:
         seccomp = _field(pod_context, "seccompProfile", "type")
     if seccomp not in ALLOWED_SECCOMP_TYPES:
-        messages.append(f"{label} seccompProfile is {seccomp}, not RuntimeDefault/Localhost")
+        messages.append(f"{label} seccompProfile is {seccomp}, not {SECCOMP_HINT}")
     return messages
 
 
@@ -353,9 +334,12 @@ def check_pod_security_restricted(resource_type: str, props: Props) -> list[str]
 
 
 def adapt(validator: Validator) -> ResourceValidation:
-    """A pulumi-policy validation reporting each message of `validator` as a violation."""
+    """A pulumi-policy validation that reports each message of `validator`."""
 
-    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    def validate(
+        args: ResourceValidationArgs,
+        report_violation: ReportViolation,
+    ) -> None:
         for message in validator(args.resource_type, args.props):
             report_violation(message, None)
 
@@ -372,7 +356,7 @@ def _policy(name: str, validator: Validator) -> ResourceValidationPolicy:
     )
 
 
-POLICIES: Final = [
+POLICIES: Final[list[Policy]] = [
     _policy("pinned-images", check_pinned_images),
     _policy("container-resources-and-probes", check_resources_and_probes),
     _policy("no-secrets-in-configmaps", check_no_secrets_in_configmaps),

@@ -22,6 +22,7 @@ from typing import Any
 import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "sv2-k8s"
@@ -44,6 +45,11 @@ class Registered:
     retain_on_delete: bool
     protect: bool
     depends_on: list[str]
+
+    @property
+    def plain_inputs(self) -> dict[str, Any]:
+        """Inputs with Pulumi's secret wrappers removed."""
+        return dict(_plain(self.inputs))
 
 
 @dataclass
@@ -134,7 +140,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     name=request.name,
                     urn=response.urn,
                     parent=request.parent,
-                    inputs=pulumi.runtime.rpc.deserialize_properties(request.object),
+                    inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                     state=dict(registration.state),
                     retain_on_delete=bool(request.retainOnDelete),
                     protect=bool(request.protect),
@@ -144,15 +150,23 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def _as_config(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def project_defaults() -> dict[str, str]:
+    """Defaults declared in Pulumi.yaml, which the CLI passes for keys a stack leaves unset."""
+    document = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    return {key: _as_config(spec["default"]) for key, spec in (document.get("config") or {}).items()}
+
+
 def stack_config(stack: str) -> dict[str, str]:
     """The committed Pulumi.<stack>.yaml config of this project, as the engine passes it."""
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
     config: dict[str, str] = {}
     for key, value in (document.get("config") or {}).items():
         if key.startswith(f"{PROJECT}:"):
-            config[key.removeprefix(f"{PROJECT}:")] = (
-                value if isinstance(value, str) else json.dumps(value)
-            )
+            config[key.removeprefix(f"{PROJECT}:")] = value if isinstance(value, str) else json.dumps(value)
     return config
 
 
@@ -161,8 +175,8 @@ def run_stack(stack: str, overrides: dict[str, str] | None = None, *, base: bool
 
     With base=False the committed stack file is ignored and only `overrides` apply.
     """
-    config = {**(stack_config(stack) if base else {}), **(overrides or {})}
-    if stack == "mainnet" and base and "payoutAddress" not in config:
+    config = {**project_defaults(), **(stack_config(stack) if base else {}), **(overrides or {})}
+    if stack == "mainnet" and base and "payoutAddress" not in (overrides or {}):
         config["payoutAddress"] = MAINNET_TEST_ADDRESS
     run = Run(stack=stack, config=config)
 
@@ -187,15 +201,44 @@ def run_stack(stack: str, overrides: dict[str, str] | None = None, *, base: bool
             run.outputs[name] = loop.run_until_complete(output.future())
             if loop.run_until_complete(output.is_secret()):
                 run.secret_outputs.add(name)
-    except Exception as error:  # noqa: BLE001 - the caller asserts on it
+    except Exception as error:
         run.error = error
     finally:
         loop.close()
     return run
 
 
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def secret_strings(value: Any) -> set[str]:
+    """Every string inside a value that Pulumi marks secret."""
+    if _is_secret(value):
+        inner = _plain(value["value"])
+        found = {inner} if isinstance(inner, str) else set()
+        return found | set(_strings(inner))
+    if isinstance(value, dict):
+        return set().union(*(secret_strings(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(secret_strings(v) for v in value))
+    return set()
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
 def _plain(value: Any) -> Any:
-    """Mock state as YAML would carry it: whole floats back to ints."""
+    """Mock state as YAML would carry it: secrets unwrapped, whole floats back to ints."""
+    if _is_secret(value):
+        return _plain(value["value"])
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):

@@ -1,0 +1,52 @@
+"""The newcomer's path: README's commands, CI running them, one pin per dependency."""
+
+import re
+from pathlib import Path
+
+from scripts.settings_reference import main as settings_reference
+from tests.harness import ROOT
+
+REQUIREMENT_FILES = [
+    ROOT / "requirements.txt",
+    ROOT / "requirements-dev.txt",
+    ROOT / "requirements-checkov.txt",
+    ROOT / "policy" / "requirements.txt",
+]
+
+
+def _first_code_block(text: str) -> list[str]:
+    block = text.split("```", 2)[1]
+    return [line.split("#")[0].strip() for line in block.splitlines()[1:] if line.strip()]
+
+
+def test_readme_opens_with_install_and_test_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index("```") < readme.index("## "), "the commands come before any section"
+    assert _first_code_block(readme) == ["make setup", "make test"]
+    assert "pulumi up -s signet" in readme
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    commands = [line.strip() for line in script.splitlines() if line.strip() and not line.startswith("#")]
+    assert "make setup" in commands
+    assert any(re.fullmatch(r"(\w+=\w+ )*make test", c) for c in commands)
+
+
+def test_every_dependency_is_pinned_exactly_once() -> None:
+    seen: dict[str, Path] = {}
+    for path in REQUIREMENT_FILES:
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if not line or line.startswith("-r "):
+                continue
+            name, separator, version = line.partition("==")
+            assert separator and version, f"{path.name}: {line} is not pinned with =="
+            key = name.lower().replace("_", "-")
+            assert key not in seen, f"{name} is pinned in {seen[key].name} and {path.name}"
+            seen[key] = path
+
+
+def test_settings_reference_and_pulumi_yaml_match_the_settings_model() -> None:
+    # Fails when a setting or its description changes without `make reference`.
+    assert settings_reference(["--check"]) == 0

@@ -1,0 +1,166 @@
+"""Settings: every bad value stops the program before any resource, naming the key."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from components.addresses import address_problem
+from components.networks import NETWORKS
+from components.settings import SettingsError, parse_settings
+from tests.harness import MAINNET_TEST_ADDRESS, run_stack
+
+SIGNET_ADDRESS = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
+
+# Valid addresses per network family (BIP-173/BIP-350 vectors and well-known base58 ones).
+MAINNET_ADDRESSES = [
+    "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",  # P2WPKH
+    "bc1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qccfmv3",  # P2WSH
+    "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",  # P2TR (bech32m)
+    "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2",  # P2PKH
+    "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",  # P2SH
+]
+TEST_NETWORK_ADDRESSES = [
+    "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+    "tb1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3q0sl5k7",
+    "tb1pqqqqp399et2xygdj5xreqhjjvcmzhxw4aywxecjdzew6hylgvsesf3hn0c",
+    "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn",
+    "2MzQwSSnBHWHqSAqtTVQ6v47XtaisrJa1Vc",
+]
+# Invalid everywhere: broken checksums, the wrong bech32 variant, garbage.
+MALFORMED_ADDRESSES = [
+    "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5",  # last character changed
+    "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kemeawh",  # v0 with a bech32m checksum
+    "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqh2y7hd",  # v1 with a bech32 checksum
+    "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsy",
+    "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN3",
+    "2MzQwSSnBHWHqSAqtTVQ6v47XtaisrJa1Vd",
+    "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+    "not-an-address",
+    "",
+]
+
+
+@pytest.mark.parametrize("address", MAINNET_ADDRESSES)
+def test_mainnet_accepts_mainnet_addresses_only(address: str) -> None:
+    assert address_problem(address, NETWORKS["mainnet"]) is None
+    for network in ("signet", "testnet4"):
+        assert address_problem(address, NETWORKS[network]) is not None
+
+
+@pytest.mark.parametrize("address", TEST_NETWORK_ADDRESSES)
+@pytest.mark.parametrize("network", ["signet", "testnet4"])
+def test_test_networks_accept_test_addresses_only(address: str, network: str) -> None:
+    assert address_problem(address, NETWORKS[network]) is None
+    assert address_problem(address, NETWORKS["mainnet"]) is not None
+
+
+@pytest.mark.parametrize("address", MALFORMED_ADDRESSES)
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_malformed_addresses_are_rejected(address: str, network: str) -> None:
+    assert address_problem(address, NETWORKS[network]) is not None
+
+
+def test_per_network_defaults() -> None:
+    expected = {"signet": "10Gi", "testnet4": "50Gi", "mainnet": "750Gi"}
+    for network, storage in expected.items():
+        address = MAINNET_TEST_ADDRESS if network == "mainnet" else SIGNET_ADDRESS
+        settings = parse_settings({"network": network, "payoutAddress": address})
+        assert settings.storage_size == storage
+        assert settings.namespace == "sv2-mining"
+    pruned = parse_settings(
+        {"network": "mainnet", "payoutAddress": MAINNET_TEST_ADDRESS, "pruneMib": "10000"}
+    )
+    assert pruned.pruned and pruned.storage_size == "20Gi"
+
+
+def test_mainnet_refuses_to_run_without_a_payout_address() -> None:
+    # As committed: Pulumi.mainnet.yaml has no address, Pulumi.yaml declares it as "".
+    run = run_stack("mainnet", {"payoutAddress": ""})
+    assert isinstance(run.error, SettingsError)
+    assert "pulumi config set sv2-k8s:payoutAddress <your bc1… address> -s mainnet" in str(run.error)
+    assert run.resources == []
+
+
+BAD_SETTINGS = [
+    ("network", "regtest"),
+    ("network", "Mainnet"),
+    ("payoutAddress", MAINNET_TEST_ADDRESS),  # a mainnet address on signet
+    ("payoutAddress", "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsy"),
+    ("namespace", "SV2_Mining"),
+    ("storageSize", "50GB"),
+    ("storageSize", "0"),
+    ("storageSize", "-10Gi"),
+    ("storageSize", "lots"),
+    ("pruneMib", "100"),
+    ("pruneMib", "-1"),
+    ("p2pNodePort", "80"),
+    ("p2pNodePort", "70000"),
+    ("translatorMinReplicas", "0"),
+    ("translatorMaxReplicas", "1"),  # below the default minimum of 2
+    ("translatorCpuTarget", "150"),
+    ("poolSharesPerMinute", "0"),
+    ("poolSharesPerMinute", "-6"),
+    ("translatorSharesPerMinute", "many"),
+    ("minIndividualMinerHashrate", "0"),
+    ("shareBatchSize", "0"),
+    ("poolImage", "stratumv2/pool_sv2:latest"),
+    ("translatorImage", "stratumv2/translator_sv2"),
+    ("nodePlatform", "riscv64"),
+    (
+        "nodeResources",
+        json.dumps({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}}),
+    ),
+    (
+        "nodeResources",
+        json.dumps({"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}),
+    ),
+    ("poolResources", json.dumps({"requests": {"cpu": "1"}})),
+    ("tolerations", json.dumps({"key": "gpu"})),
+    ("tolerations", json.dumps([{"operator": "Sometimes"}])),
+    ("nodeSelector", json.dumps(["disk=ssd"])),
+    (
+        "failoverUpstreams",
+        json.dumps(
+            [
+                {
+                    "address": "pool.example.com",
+                    "port": 3333,
+                    "authorityPubkey": "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72",
+                }
+            ]
+        ),
+    ),
+    ("failoverUpstreams", json.dumps([{"address": "192.0.2.1", "port": 3333, "authorityPubkey": "nope"}])),
+    ("lbSourceRanges", json.dumps(["10.0.0.1/8"])),
+    ("lbSourceRanges", "not json"),
+    ("lbExternalTrafficPolicy", "Sometimes"),
+    ("enableVardiff", "maybe"),
+    ("signetChallenge", "zz"),
+    ("downstreamExtranonce2Size", "1"),
+    ("payoutAdress", SIGNET_ADDRESS),  # a typo of a real key
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_SETTINGS)
+def test_bad_setting_is_named_and_nothing_is_created(key: str, value: str) -> None:
+    run = run_stack("signet", {key: value})
+    assert isinstance(run.error, SettingsError), run.error
+    message = str(run.error)
+    assert f"sv2-k8s:{key} " in message
+    assert "Accepted:" in message
+    assert run.resources == [], "resources were registered before the settings were valid"
+
+
+@pytest.mark.parametrize("key", ["signetChallenge", "signetConnect"])
+def test_signet_only_settings_are_refused_elsewhere(key: str) -> None:
+    value = "51" if key == "signetChallenge" else json.dumps(["192.0.2.7"])
+    run = run_stack("testnet4", {key: value})
+    assert isinstance(run.error, SettingsError)
+    assert f"sv2-k8s:{key} applies to signet only" in str(run.error)
+
+
+def test_settings_are_immutable() -> None:
+    settings = parse_settings({"payoutAddress": SIGNET_ADDRESS})
+    with pytest.raises(ValidationError):
+        settings.network = "mainnet"  # type: ignore[misc]
