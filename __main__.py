@@ -8,6 +8,7 @@ import pulumi
 from components.bitcoin_node import BitcoinNode, BitcoinNodeArgs
 from components.credentials import Credentials, CredentialsArgs
 from components.namespace import mining_namespace
+from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.pool import Pool, PoolArgs
 from components.settings import load_settings
 from components.translator import Translator, TranslatorArgs
@@ -17,6 +18,7 @@ settings, registry_password = load_settings()
 namespace = mining_namespace(settings)
 in_namespace = pulumi.ResourceOptions(depends_on=[namespace])
 credentials = Credentials("credentials", CredentialsArgs(settings))
+NetworkPolicies("network-policy", NetworkPoliciesArgs(settings), opts=in_namespace)
 
 node = BitcoinNode(
     f"bitcoin-{settings.facts.core_chain}",

@@ -80,6 +80,7 @@ class BitcoinNode(pulumi.ComponentResource):
         container = {
             "name": COMPONENT,
             "image": self.image,
+            "imagePullPolicy": self.image.apply(workload.pull_policy),
             "env": [{"name": contract.CHAIN_ENV, "value": facts.core_chain}],
             "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
             "resources": workload.resources(settings.node_resources),

@@ -62,6 +62,11 @@ def config_hash(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.unsecret(pulumi.Output.all(*parts).apply(digest))
 
 
+def pull_policy(image: str) -> str:
+    """A digest names fixed bytes; a tag may move, so re-check it at every pod start."""
+    return "IfNotPresent" if "@sha256:" in image else "Always"
+
+
 def container_security(uid: int) -> Fields:
     """The Pod Security `restricted` profile, for a container that needs no privileges."""
     return {
@@ -242,6 +247,7 @@ def sv2_app_container(
     return {
         "name": component,
         "image": image,
+        "imagePullPolicy": pull_policy(image),
         "command": [binary, "-c", config_path],
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
         "resources": resources(resources_),

@@ -10,11 +10,13 @@ writes build/manifests/<stack>.yaml.
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import json
 import runpy
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,12 +156,14 @@ def _as_config(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+@functools.cache
 def project_defaults() -> dict[str, str]:
     """Defaults declared in Pulumi.yaml, which the CLI passes for keys a stack leaves unset."""
     document = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     return {key: _as_config(spec["default"]) for key, spec in (document.get("config") or {}).items()}
 
 
+@functools.cache
 def stack_config(stack: str) -> dict[str, str]:
     """The committed Pulumi.<stack>.yaml config of this project, as the engine passes it."""
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
@@ -170,12 +174,19 @@ def stack_config(stack: str) -> dict[str, str]:
     return config
 
 
-def run_stack(stack: str, overrides: dict[str, str] | None = None, *, base: bool = True) -> Run:
+def run_stack(
+    stack: str,
+    overrides: dict[str, str] | None = None,
+    *,
+    base: bool = True,
+    program: Callable[[], None] | None = None,
+) -> Run:
     """Run the program for a stack; `overrides` are settings by key (values as Pulumi stores them).
 
-    With base=False the committed stack file is ignored and only `overrides` apply.
+    With base=False the committed stack file is ignored and only `overrides` apply; `program`
+    replaces __main__.py (the benchmark's floor).
     """
-    config = {**project_defaults(), **(stack_config(stack) if base else {}), **(overrides or {})}
+    config = {**project_defaults(), **(dict(stack_config(stack)) if base else {}), **(overrides or {})}
     if stack == "mainnet" and base and "payoutAddress" not in (overrides or {}):
         config["payoutAddress"] = MAINNET_TEST_ADDRESS
     run = Run(stack=stack, config=config)
@@ -189,11 +200,11 @@ def run_stack(stack: str, overrides: dict[str, str] | None = None, *, base: bool
         mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run)
     )
 
-    def program() -> None:
+    def main_program() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
     try:
-        loop.run_until_complete(pulumi.runtime.stack.run_pulumi_func(program))
+        loop.run_until_complete(pulumi.runtime.stack.run_pulumi_func(program or main_program))
         root = pulumi.runtime.settings.get_root_resource()
         exported = getattr(root, "outputs", {}) or {}
         for name, value in exported.items():

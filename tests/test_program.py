@@ -415,6 +415,7 @@ def test_components_have_type_tokens_and_own_their_children(runs: dict[str, Run]
         "sv2:node:BitcoinNode",
         "sv2:pool:Pool",
         "sv2:translator:Translator",
+        "sv2:network:NetworkPolicies",
     }
     for component in components.values():
         children = [r for r in run.resources if r.parent == component.urn]
