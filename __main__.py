@@ -7,6 +7,7 @@ import pulumi
 
 from components.bitcoin_node import BitcoinNode, BitcoinNodeArgs
 from components.credentials import Credentials, CredentialsArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.namespace import mining_namespace
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.pool import Pool, PoolArgs
@@ -26,6 +27,8 @@ node = BitcoinNode(
         settings=settings,
         template_provider_keys=credentials.template_provider_keys,
         rpcauth=credentials.rpcauth,
+        rpc_user=credentials.rpc_user,
+        rpc_password=credentials.rpc_password,
         registry_password=registry_password,
     ),
     opts=in_namespace,
@@ -45,6 +48,8 @@ translator = Translator(
     TranslatorArgs(settings=settings, pool_ip=pool.address, pool_public_key=credentials.pool_public_key),
     opts=in_namespace,
 )
+if settings.monitoring_enabled:
+    Monitoring("monitoring", MonitoringArgs(settings, node_claim=node.chain_data_claim), opts=in_namespace)
 
 pulumi.export("network", settings.network)
 pulumi.export("namespace", settings.namespace)

@@ -12,6 +12,12 @@ import pulumi_kubernetes as k8s
 from components import image_contract as contract
 from components import workload
 from components.keys import AuthorityKeyPair
+from components.monitoring import (
+    EXPORTER_PORT,
+    RPC_PASSWORD_KEY,
+    RPC_USER_KEY,
+    node_exporter_container,
+)
 from components.networks import TEMPLATE_PROVIDER_PORT
 from components.renderers import bitcoin_conf, sv2_tp_conf
 from components.settings import Settings
@@ -30,6 +36,9 @@ class BitcoinNodeArgs:
     settings: Settings
     template_provider_keys: pulumi.Input[AuthorityKeyPair]
     rpcauth: pulumi.Input[str]
+    # For the exporter sidecar (monitoringEnabled); bitcoin.conf carries only rpcauth.
+    rpc_user: pulumi.Input[str]
+    rpc_password: pulumi.Input[str]
     registry_password: pulumi.Input[str] | None = None
 
 
@@ -40,6 +49,7 @@ class BitcoinNode(pulumi.ComponentResource):
     template_provider_ip: pulumi.Output[str]
     rpc_service_name: pulumi.Output[str]
     statefulset_name: str
+    chain_data_claim: str
 
     def __init__(self, name: str, args: BitcoinNodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sv2:node:BitcoinNode", name, None, opts)
@@ -115,6 +125,19 @@ class BitcoinNode(pulumi.ComponentResource):
             {"name": "sv2-tp-conf", "configMap": {"name": tp_conf_map.metadata.name, "defaultMode": 0o444}},
             {"name": "sv2-tp-key", "secret": {"secretName": key_secret.metadata.name, "defaultMode": 0o440}},
         ]
+        containers = [container]
+        if settings.monitoring_enabled:
+            rpc_credentials = workload.file_secret(
+                f"{name}-rpc-credentials",
+                COMPONENT,
+                settings,
+                {RPC_USER_KEY: args.rpc_user, RPC_PASSWORD_KEY: args.rpc_password},
+                child,
+            )
+            containers.append(node_exporter_container(settings, rpc_credentials.metadata.name))
+            workload.service(
+                f"{name}-metrics", COMPONENT, settings, {workload.METRICS_PORT_NAME: EXPORTER_PORT}, child
+            )
         rpc = workload.service(f"{name}-rpc", COMPONENT, settings, {"rpc": facts.rpc_port}, child)
         template_provider = workload.service(
             f"{name}-tp", COMPONENT, settings, {"sv2-tp": TEMPLATE_PROVIDER_PORT}, child
@@ -144,6 +167,7 @@ class BitcoinNode(pulumi.ComponentResource):
             }
         retention = "Retain" if settings.retain_chain_data else "Delete"
         self.statefulset_name = name
+        self.chain_data_claim = f"{VOLUME}-{name}-0"
         k8s.apps.v1.StatefulSet(
             name,
             metadata=workload.metadata(
@@ -179,7 +203,7 @@ class BitcoinNode(pulumi.ComponentResource):
                         settings,
                         service_account=account.metadata.name,
                         uid=contract.UID,
-                        containers=[container],
+                        containers=containers,
                         volumes=volumes,
                         grace_seconds=GRACE_SECONDS,
                         image_pull_secrets=pull_secrets,

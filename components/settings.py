@@ -263,6 +263,7 @@ class Settings(_Model):
         "Fixed NodePort for P2P; 0 lets Kubernetes pick one.",
         "0, or a port from 30000 to 32767",
         default=0,
+        alias="p2pNodePort",  # to_camel would spell it p2PNodePort
     )
     tp_interval_secs: Annotated[int, Field(ge=1)] = _described(
         "sv2-tp: seconds between template updates (-sv2interval).",
@@ -395,6 +396,39 @@ class Settings(_Model):
         "Labels the cluster's Prometheus selects ServiceMonitors and rules by.",
         "a map of label to value",
         default_factory=lambda: {"release": "kube-prometheus-stack"},
+    )
+    node_exporter_image: Image = _described(
+        "Bitcoin Core exporter run next to the node when monitoring is enabled (tag or digest).",
+        "an image reference with a tag other than latest, or a digest",
+        default="jvstein/bitcoin-prometheus-exporter:v0.7.0",
+    )
+    node_exporter_resources: Resources = _described(
+        "Requests and limits of the node's exporter sidecar.",
+        "{requests: {cpu, memory}, limits: {cpu, memory}}",
+        default=Resources.model_validate(_resources("10m", "48Mi", "200m", "128Mi")),
+    )
+    alert_no_miners_minutes: Annotated[int, Field(ge=1, le=1440)] = _described(
+        "Alert when running translators have had no SV1 miner for this many minutes.",
+        "1 to 1440",
+        default=15,
+    )
+    alert_hashrate_drop_percent: Annotated[int, Field(ge=1, le=99)] = _described(
+        "Alert when the pool's hashrate falls this many percent below the previous hour's.",
+        "1 to 99",
+        default=50,
+    )
+    alert_tip_stale_minutes: Annotated[int, Field(ge=10, le=1440)] = _described(
+        "Alert when the node's chain tip has not moved for this many minutes.",
+        "10 to 1440",
+        default=90,
+    )
+    alert_volume_full_percent: Annotated[int, Field(ge=50, le=99)] = _described(
+        "Alert when the node volume is fuller than this, percent.", "50 to 99", default=85
+    )
+    alert_restarts_per_hour: Annotated[int, Field(ge=1, le=100)] = _described(
+        "Alert when a container restarts more often than this within an hour.",
+        "1 to 100",
+        default=3,
     )
     # -- network policies
     rpc_allowed_namespaces: tuple[DnsLabel, ...] = _described(

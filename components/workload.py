@@ -16,6 +16,10 @@ CONFIG_HASH_ANNOTATION: Final = "sv2-k8s/config-hash"
 # `pulumi up` must not wait for it (SV2-FACTS §9). Objects that would block carry this.
 SKIP_AWAIT: Final = {"pulumi.com/skipAwait": "true"}
 SCRATCH_VOLUME: Final = "tmp"
+# Services with a port of this name carry METRICS_LABEL, which ServiceMonitors select on: the
+# translator's miners' Service shares its component labels with the metrics one.
+METRICS_PORT_NAME: Final = "metrics"
+METRICS_LABEL: Final = "sv2-k8s/metrics"
 # Kubernetes fields as the API spells them (camelCase), which the provider accepts as is.
 # The SDK's TypedDicts spell keys in snake_case, so these stay loosely typed.
 Fields = Any
@@ -201,9 +205,10 @@ def service(
     }
     if node_port is not None:
         spec["ports"][0]["nodePort"] = node_port
-    return k8s.core.v1.Service(
-        name, metadata=metadata(name, component, settings, annotations), spec=spec, opts=opts
-    )
+    meta = metadata(name, component, settings, annotations)
+    if METRICS_PORT_NAME in ports:
+        meta["labels"][METRICS_LABEL] = "true"
+    return k8s.core.v1.Service(name, metadata=meta, spec=spec, opts=opts)
 
 
 def file_secret(

@@ -4,6 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 
+# The node image's tests verify signatures with gpg and fetch with curl.
+if ! command -v gpg >/dev/null || ! command -v curl >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq gnupg curl >/dev/null
+    else
+        echo "note: install gpg and curl, or the image's signature tests will be skipped" >&2
+    fi
+fi
+
 "$python" -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r requirements-dev.txt

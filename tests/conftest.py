@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests.harness import ROOT, STACKS, Run, run_stack
+from tests.harness import ROOT, STACKS, Run, run_stack, write_manifests
 
 # Reference material of the workplace; absent on GitHub, so tests that read it skip there.
 SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
@@ -32,6 +32,8 @@ def runs() -> dict[str, Run]:
     results = {stack: run_stack(stack) for stack in STACKS}
     for stack, run in results.items():
         assert run.error is None, f"{stack}: {run.error}"
+        # The offline render reviewers read (and CI keeps as an artifact).
+        write_manifests(run, ROOT / "build" / "manifests")
     return results
 
 

@@ -1,6 +1,7 @@
 """The newcomer's path: README's commands, CI running them, one pin per dependency."""
 
 import re
+import subprocess
 from pathlib import Path
 
 from scripts.settings_reference import main as settings_reference
@@ -50,3 +51,12 @@ def test_every_dependency_is_pinned_exactly_once() -> None:
 def test_settings_reference_and_pulumi_yaml_match_the_settings_model() -> None:
     # Fails when a setting or its description changes without `make reference`.
     assert settings_reference(["--check"]) == 0
+
+
+def test_project_shell_scripts_pass_shellcheck() -> None:
+    shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
+    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
+    result = subprocess.run(
+        [str(shellcheck), *map(str, scripts)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout

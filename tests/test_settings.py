@@ -1,13 +1,14 @@
 """Settings: every bad value stops the program before any resource, naming the key."""
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
 
 from components.addresses import address_problem
 from components.networks import NETWORKS
-from components.settings import SettingsError, parse_settings
+from components.settings import Settings, SettingsError, parse_settings
 from tests.harness import MAINNET_TEST_ADDRESS, run_stack
 
 SIGNET_ADDRESS = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
@@ -164,3 +165,17 @@ def test_settings_are_immutable() -> None:
     settings = parse_settings({"payoutAddress": SIGNET_ADDRESS})
     with pytest.raises(ValidationError):
         settings.network = "mainnet"  # type: ignore[misc]
+
+
+def test_keys_are_plain_camel_case() -> None:
+    # Operators type these keys; pydantic's to_camel alone would spell p2p_node_port p2PNodePort.
+    for name, info in Settings.model_fields.items():
+        key = info.alias or name
+        assert re.fullmatch(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]+)*", key), key
+
+
+def test_a_fixed_p2p_node_port_reaches_the_service() -> None:
+    run = run_stack("signet", {"p2pNodePort": "30333"})
+    assert run.error is None, run.error
+    p2p = next(r for r in run.resources if r.name == "bitcoin-signet-p2p")
+    assert p2p.state["spec"]["ports"][0]["nodePort"] == 30333
