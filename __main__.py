@@ -10,6 +10,7 @@ from components.credentials import Credentials, CredentialsArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.namespace import mining_namespace
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
+from components.networks import TEMPLATE_PROVIDER_PORT
 from components.pool import Pool, PoolArgs
 from components.settings import load_settings
 from components.translator import Translator, TranslatorArgs
@@ -57,7 +58,9 @@ pulumi.export("minersUrl", translator.miners_url)
 pulumi.export("loadBalancerAddress", translator.load_balancer_address)
 pulumi.export("poolPublicKey", credentials.pool_public_key)
 pulumi.export("templateProviderPublicKey", credentials.template_provider_public_key)
-pulumi.export("templateProviderAddress", node.template_provider_ip.apply(lambda ip: f"{ip}:8442"))
+pulumi.export(
+    "templateProviderAddress", node.template_provider_ip.apply(lambda ip: f"{ip}:{TEMPLATE_PROVIDER_PORT}")
+)
 pulumi.export("rpcUser", credentials.rpc_user)
 pulumi.export("rpcPassword", credentials.rpc_password)
 pulumi.export("nodeImage", node.image)

@@ -210,7 +210,12 @@ class BitcoinNode(pulumi.ComponentResource):
                     ),
                 },
             },
-            opts=child,
+            # Kubernetes cannot change volumeClaimTemplates in place: a new size, class or
+            # snapshot would make Pulumi replace the StatefulSet. They apply to new claims;
+            # README explains how to grow the existing one.
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=["spec.volumeClaimTemplates"])
+            ),
         )
 
         self.template_provider_ip = template_provider.spec.cluster_ip

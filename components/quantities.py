@@ -26,7 +26,7 @@ _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|
 
 def parse_quantity(text: str) -> Decimal:
     """The value of a Kubernetes quantity; ValueError for anything the API server would refuse."""
-    match = _QUANTITY.match(text.strip()) if isinstance(text, str) else None
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity")
     try:

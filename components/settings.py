@@ -34,7 +34,14 @@ MIN_PRUNE_MIB: Final = 550
 MIN_NODE_MEMORY_MIB: Final = 2048
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_IMAGE_REF = re.compile(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+# host[:port] of a peer: a name or IPv4 address, or [IPv6]; nothing that could end a config line.
+_PEER = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$")
+# Kubernetes label/annotation keys: an optional DNS-subdomain prefix and a name.
+_QUALIFIED_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _HEX = re.compile(r"^([0-9a-fA-F]{2})+$")
 
 
@@ -69,6 +76,31 @@ def _image(text: str) -> str:
     return text
 
 
+def _peer(text: str) -> str:
+    if not _PEER.match(text):
+        raise ValueError("is not host[:port]")
+    return text
+
+
+def _labels(values: dict[str, str]) -> dict[str, str]:
+    for key, value in values.items():
+        if not _QUALIFIED_KEY.match(key):
+            raise ValueError(f"{key!r} is not a Kubernetes label key")
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes label value")
+    return values
+
+
+def _annotations(values: dict[str, str]) -> dict[str, str]:
+    for key in values:
+        if not _QUALIFIED_KEY.match(key):
+            raise ValueError(f"{key!r} is not a Kubernetes annotation key")
+        if key.startswith("pulumi.com/"):
+            # The program decides how long `pulumi up` waits for the miners' address.
+            raise ValueError(f"{key!r} is reserved: the program sets pulumi.com/ annotations")
+    return values
+
+
 def _node_port(port: int) -> int:
     if port != 0 and not 30000 <= port <= 32767:
         raise ValueError("is outside the NodePort range")
@@ -96,6 +128,8 @@ def _authority_pubkey(text: str) -> str:
 
 
 Quantity = Annotated[str, AfterValidator(_quantity)]
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+Peer = Annotated[str, AfterValidator(_peer)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 Image = Annotated[str, AfterValidator(_image)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -142,6 +176,16 @@ class Toleration(_Model):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: Annotated[int, Field(ge=0)] | None = None
 
+    @model_validator(mode="after")
+    def _as_the_api_server_requires(self) -> "Toleration":
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator Exists takes no value")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("operator Equal needs a key")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
+
 
 def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
     return {
@@ -186,7 +230,7 @@ class Settings(_Model):
         "an address of the stack's network",
         default=None,
     )
-    node_selector: dict[str, str] = _described(
+    node_selector: Labels = _described(
         "Node labels every pod must match.", "a map of label to value", default_factory=dict
     )
     tolerations: tuple[Toleration, ...] = _described(
@@ -280,12 +324,12 @@ class Settings(_Model):
         "hex bytes such as 51; signet only",
         default=None,
     )
-    signet_connect: tuple[str, ...] = _described(
+    signet_connect: tuple[Peer, ...] = _described(
         "Peers the node connects to exclusively (custom signet).",
         "a list of host[:port]; signet only",
         default=(),
     )
-    signet_addnode: tuple[str, ...] = _described(
+    signet_addnode: tuple[Peer, ...] = _described(
         "Extra peers the node adds (custom signet).",
         "a list of host[:port]; signet only",
         default=(),
@@ -297,7 +341,7 @@ class Settings(_Model):
         default="sv2-k8s",
         min_length=1,
     )
-    pool_shares_per_minute: Annotated[float, Field(gt=0)] = _described(
+    pool_shares_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _described(
         "Shares per minute the pool expects per channel.", "a number above 0", default=6.0
     )
     share_batch_size: Annotated[int, Field(ge=1)] = _described(
@@ -338,12 +382,12 @@ class Settings(_Model):
         default="sv2-k8s",
         min_length=1,
     )
-    min_individual_miner_hashrate: Annotated[float, Field(gt=0)] = _described(
+    min_individual_miner_hashrate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _described(
         "Hashrate (H/s) of the weakest miner; sets the starting difficulty.",
         "a number above 0",
         default=10e12,
     )
-    translator_shares_per_minute: Annotated[float, Field(gt=0)] = _described(
+    translator_shares_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _described(
         "Shares per minute each SV1 miner should send.", "a number above 0", default=6.0
     )
     enable_vardiff: bool = _described(
@@ -376,7 +420,7 @@ class Settings(_Model):
         "Local or Cluster",
         default="Local",
     )
-    lb_annotations: dict[str, str] = _described(
+    lb_annotations: Annotated[dict[str, str], AfterValidator(_annotations)] = _described(
         "Annotations of the miners' LoadBalancer Service (cloud-specific).",
         "a map of annotation to value",
         default_factory=dict,
@@ -392,7 +436,7 @@ class Settings(_Model):
         "a namespace name",
         default="monitoring",
     )
-    prometheus_labels: dict[str, str] = _described(
+    prometheus_labels: Labels = _described(
         "Labels the cluster's Prometheus selects ServiceMonitors and rules by.",
         "a map of label to value",
         default_factory=lambda: {"release": "kube-prometheus-stack"},
@@ -482,6 +526,8 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
             problems.append(("payoutAddress", problem, accepted_address_forms(net)))
     if settings.translator_max_replicas < settings.translator_min_replicas:
         problems.append(("translatorMaxReplicas", "is below translatorMinReplicas", "a value ≥ the minimum"))
+    if parse_quantity(settings.storage_size) < parse_quantity("1Gi"):
+        problems.append(("storageSize", "is too small for a node volume", "at least 1Gi"))
     if 0 < settings.prune_mib < MIN_PRUNE_MIB:
         problems.append(("pruneMib", "is below Bitcoin Core's minimum", f"0 or ≥ {MIN_PRUNE_MIB}"))
     if mebibytes(settings.node_resources.limits.memory) < MIN_NODE_MEMORY_MIB:

@@ -139,6 +139,17 @@ BAD_SETTINGS = [
     ("enableVardiff", "maybe"),
     ("signetChallenge", "zz"),
     ("downstreamExtranonce2Size", "1"),
+    ("storageSize", " 10Gi"),  # the API server refuses surrounding spaces
+    ("storageSize", "1m"),
+    ("poolSharesPerMinute", "inf"),
+    ("minIndividualMinerHashrate", "nan"),
+    ("signetConnect", json.dumps(["192.0.2.7\nrpcallowip=0.0.0.0/0"])),  # config injection
+    ("signetAddnode", json.dumps(["peer one"])),
+    ("tolerations", json.dumps([{"key": "gpu", "operator": "Exists", "value": "yes"}])),
+    ("tolerations", json.dumps([{"key": "gpu", "value": "a", "tolerationSeconds": 30}])),
+    ("nodeSelector", json.dumps({"bad key!": "x"})),
+    ("prometheusLabels", json.dumps({"release": "not a label value"})),
+    ("lbAnnotations", json.dumps({"pulumi.com/skipAwait": "true"})),
     ("payoutAdress", SIGNET_ADDRESS),  # a typo of a real key
 ]
 
@@ -148,7 +159,10 @@ def test_bad_setting_is_named_and_nothing_is_created(key: str, value: str) -> No
     run = run_stack("signet", {key: value})
     assert isinstance(run.error, SettingsError), run.error
     message = str(run.error)
-    assert f"sv2-k8s:{key} " in message
+    named = [line for line in message.splitlines() if f"sv2-k8s:{key} " in line]
+    assert named, message
+    # A real key must be refused for its value, not mistaken for an unknown one.
+    assert key == "payoutAdress" or "is not a setting" not in named[0]
     assert "Accepted:" in message
     assert run.resources == [], "resources were registered before the settings were valid"
 
@@ -179,3 +193,10 @@ def test_a_fixed_p2p_node_port_reaches_the_service() -> None:
     assert run.error is None, run.error
     p2p = next(r for r in run.resources if r.name == "bitcoin-signet-p2p")
     assert p2p.state["spec"]["ports"][0]["nodePort"] == 30333
+
+
+def test_registry_login_needs_server_and_user_together() -> None:
+    run = run_stack("signet", {"registryServer": "ghcr.io"})
+    assert isinstance(run.error, SettingsError)
+    assert "sv2-k8s:registryUsername is unset while registryServer is set" in str(run.error)
+    assert run.resources == []
