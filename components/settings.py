@@ -543,7 +543,12 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
     if settings.signet_challenge is not None and not _HEX.match(settings.signet_challenge):
         problems.append(("signetChallenge", "is not hex", "hex bytes such as 51"))
     if (settings.registry_username is None) != (settings.registry_server is None):
-        problems.append(("registryUsername", "needs registryServer and vice versa", "both set or both unset"))
+        missing, present = (
+            ("registryServer", "registryUsername")
+            if settings.registry_server is None
+            else ("registryUsername", "registryServer")
+        )
+        problems.append((missing, f"is unset while {present} is set", "both set or both unset"))
     return problems
 
 
