@@ -47,8 +47,6 @@ class BitcoinNode(pulumi.ComponentResource):
 
     image: pulumi.Output[str]
     template_provider_ip: pulumi.Output[str]
-    rpc_service_name: pulumi.Output[str]
-    statefulset_name: str
     chain_data_claim: str
 
     def __init__(self, name: str, args: BitcoinNodeArgs, opts: pulumi.ResourceOptions | None = None):
@@ -166,7 +164,6 @@ class BitcoinNode(pulumi.ComponentResource):
                 "name": settings.node_volume_snapshot,
             }
         retention = "Retain" if settings.retain_chain_data else "Delete"
-        self.statefulset_name = name
         self.chain_data_claim = f"{VOLUME}-{name}-0"
         k8s.apps.v1.StatefulSet(
             name,
@@ -219,7 +216,6 @@ class BitcoinNode(pulumi.ComponentResource):
         )
 
         self.template_provider_ip = template_provider.spec.cluster_ip
-        self.rpc_service_name = rpc.metadata.name
         self.register_outputs({"image": self.image, "template_provider_ip": self.template_provider_ip})
 
     def _image(

@@ -23,13 +23,8 @@ class NetworkFacts:
         """The config-file section for network-only options; mainnet reads the top level."""
         return None if self.core_chain == "main" else self.core_chain
 
-    @property
-    def net_datadir_suffix(self) -> str:
-        """Where Core and sv2-tp keep per-network files below the datadir (none on mainnet)."""
-        return "" if self.core_chain == "main" else self.core_chain
 
-
-# Volume size of a pruned mainnet node (blocks pruned to PRUNED_MAINNET_MIB plus chainstate).
+# Volume of a pruned node: mainnet's chainstate alone exceeds 10 GiB, plus the kept block files.
 PRUNED_STORAGE: Final = "20Gi"
 
 NETWORKS: Final[dict[str, NetworkFacts]] = {
