@@ -24,8 +24,15 @@ class NetworkFacts:
         return None if self.core_chain == "main" else self.core_chain
 
 
-# Volume of a pruned node: mainnet's chainstate alone exceeds 10 GiB, plus the kept block files.
-PRUNED_STORAGE: Final = "20Gi"
+# Room a pruned node needs besides its kept block files: mainnet's chainstate alone
+# exceeds 10 GiB, and grows.
+PRUNED_OVERHEAD_GIB: Final = 15
+
+
+def pruned_storage(prune_mib: int) -> str:
+    """Volume of a node that keeps `prune_mib` MiB of block files."""
+    return f"{-(-prune_mib // 1024) + PRUNED_OVERHEAD_GIB}Gi"
+
 
 NETWORKS: Final[dict[str, NetworkFacts]] = {
     "signet": NetworkFacts(

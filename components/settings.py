@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.addresses import accepted_address_forms, address_problem
-from components.networks import NETWORKS, PRUNED_STORAGE, NetworkFacts
+from components.networks import NETWORKS, NetworkFacts, pruned_storage
 from components.quantities import mebibytes, parse_quantity
 
 PROJECT: Final = "sv2-k8s"
@@ -194,6 +194,13 @@ def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict
     }
 
 
+def _default_storage(network: NetworkFacts, prune_mib: str) -> str:
+    # An invalid pruneMib is reported by its own check; size as if unpruned meanwhile.
+    if prune_mib.isdigit() and int(prune_mib) > 0:
+        return pruned_storage(int(prune_mib))
+    return network.default_storage
+
+
 # Per-network defaults: settings whose default depends on the chain.
 NODE_RESOURCES: Final[dict[str, dict[str, Any]]] = {
     "signet": _resources("500m", "2Gi", "2", "4Gi"),
@@ -201,9 +208,7 @@ NODE_RESOURCES: Final[dict[str, dict[str, Any]]] = {
     "mainnet": _resources("2", "8Gi", "4", "16Gi"),
 }
 PER_NETWORK_DEFAULTS: Final[dict[str, Callable[[NetworkFacts, Mapping[str, Any]], Any]]] = {
-    "storageSize": lambda net, raw: (
-        PRUNED_STORAGE if str(raw.get("pruneMib", "0")).strip() not in ("", "0") else net.default_storage
-    ),
+    "storageSize": lambda net, raw: _default_storage(net, str(raw.get("pruneMib", "0"))),
     "nodeResources": lambda net, raw: NODE_RESOURCES[net.name],
 }
 
@@ -274,7 +279,7 @@ class Settings(_Model):
     )
     # -- node
     storage_size: Quantity = _described(
-        "Size of the node volume (10Gi signet, 50Gi testnet4, 750Gi mainnet, 20Gi pruned).",
+        "Size of the node volume (10Gi signet, 50Gi testnet4, 750Gi mainnet; pruned: kept MiB + 15Gi).",
         "a Kubernetes quantity such as 50Gi",
         default=None,
     )

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic.fields import FieldInfo
 
-from components.networks import NETWORKS, PRUNED_STORAGE
+from components.networks import NETWORKS, PRUNED_OVERHEAD_GIB
 from components.settings import NODE_RESOURCES, PER_NETWORK_DEFAULTS, SECRET_SETTINGS, Settings, field_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def _pulumi_type(info: FieldInfo) -> str | None:
 def _default_text(key: str, info: FieldInfo) -> str:
     if key == "storageSize":
         sizes = ", ".join(f"{n} {f.default_storage}" for n, f in NETWORKS.items())
-        return f"per network: {sizes}; {PRUNED_STORAGE} when pruned"
+        return f"per network: {sizes}; pruned: pruneMib rounded up to GiB + {PRUNED_OVERHEAD_GIB}Gi"
     if key == "nodeResources":
         limits = ", ".join(f"{n} {r['limits']['memory']}" for n, r in NODE_RESOURCES.items())
         return f"per network (memory limit {limits})"

@@ -72,7 +72,7 @@ def test_per_network_defaults() -> None:
     pruned = parse_settings(
         {"network": "mainnet", "payoutAddress": MAINNET_TEST_ADDRESS, "pruneMib": "10000"}
     )
-    assert pruned.pruned and pruned.storage_size == "20Gi"
+    assert pruned.pruned and pruned.storage_size == "25Gi"  # 10000 MiB of blocks + chainstate
 
 
 def test_mainnet_refuses_to_run_without_a_payout_address() -> None:
