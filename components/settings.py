@@ -653,6 +653,8 @@ def _raw_project_config() -> dict[str, str]:
 
 def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:
     """Read the stack's config. Returns the settings and the registry password (a secret)."""
-    settings = parse_settings(_raw_project_config(), pulumi.get_stack())
-    password = pulumi.Config(PROJECT).get_secret("registryPassword")
+    raw = _raw_project_config()
+    settings = parse_settings(raw, pulumi.get_stack())
+    # Pulumi.yaml declares the password with "" for "unset".
+    password = pulumi.Config(PROJECT).get_secret("registryPassword") if raw.get("registryPassword") else None
     return settings, password

@@ -76,28 +76,34 @@ def _default_text(key: str, info: FieldInfo) -> str:
 
 
 def project_config() -> dict[str, Any]:
-    """Declarations of every setting whose type Pulumi's project config supports.
+    """Declarations of every setting: with a `config:` block, the CLI refuses undeclared keys.
 
     A declared key without a default makes the CLI stop before the program runs, and
     per-network defaults cannot be expressed there (SV2-FACTS §9): optional and per-network
-    settings are declared with "", which the program reads as "unset". Maps and lists of
-    objects have no Pulumi type and stay undeclared.
+    settings are declared with "", which the program reads as "unset". Pulumi knows no
+    number, map or object type: those settings are strings (numbers as text, the rest JSON).
     """
     config: dict[str, Any] = {}
     for name, info in Settings.model_fields.items():
         key = _key(name, info)
         kind = _pulumi_type(info)
         default = info.get_default(call_default_factory=True)
-        if kind is None:
-            continue
-        if default is None or key in PER_NETWORK_DEFAULTS:
+        if (
+            default is None
+            or key in PER_NETWORK_DEFAULTS
+            or (kind is None and not isinstance(default, float))
+        ):
             default = ""
-        entry: dict[str, Any] = {"type": kind, "description": info.description}
+        entry: dict[str, Any] = {"type": kind or "string", "description": info.description}
         if kind == "array":
             entry["items"] = {"type": "string"}
             default = list(default)
+        elif kind is None:
+            default = str(default)
         entry["default"] = default
         config[key] = entry
+    for key, description in SECRET_SETTINGS.items():
+        config[key] = {"type": "string", "description": description, "secret": True, "default": ""}
     return config
 
 

@@ -3,7 +3,11 @@
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from components.settings import ALL_KEYS
 from scripts.settings_reference import main as settings_reference
 from tests.harness import ROOT
 
@@ -60,3 +64,39 @@ def test_project_shell_scripts_pass_shellcheck() -> None:
         [str(shellcheck), *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def _pulumi_project() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "Pulumi.yaml").read_text()))
+
+
+def test_every_setting_is_declared_with_a_default() -> None:
+    # With a `config:` block the CLI refuses stack keys it does not declare, and stops
+    # before the program runs on a declared key without a default (SV2-FACTS §9).
+    declared = _pulumi_project()["config"]
+    assert set(declared) == ALL_KEYS
+    for key, declaration in declared.items():
+        assert "default" in declaration, key
+        assert declaration["type"] in ("string", "integer", "boolean", "array"), key
+
+
+def _cli_accepts(declaration: dict[str, Any], value: Any) -> bool:
+    """The CLI's type check of a stack value against its declaration."""
+    kind = declaration["type"]
+    if kind == "array":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind == "boolean":
+        return isinstance(value, bool) or value in ("true", "false")
+    if kind == "integer":
+        return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def test_the_committed_stack_files_pass_the_cli_checks() -> None:
+    declared = _pulumi_project()["config"]
+    for stack in ("signet", "testnet4", "mainnet"):
+        config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        for key, value in config.items():
+            name = key.removeprefix("sv2-k8s:")
+            assert name in declared, f"{stack}: {key} is not declared in Pulumi.yaml"
+            assert _cli_accepts(declared[name], value), f"{stack}: {key} has the wrong type"
