@@ -176,18 +176,23 @@ def test_supervised_node_and_sv2_tp(make_sandbox) -> None:
     assert not list((box.root / "run").glob("*.log")), "supervisord wrote a log file"
 
 
-def _start_tp(box: Sandbox, net_dir: Path) -> subprocess.Popen:
-    """Runs start-sv2-tp.sh alone against a socket bound by the test, until sv2-tp started."""
-    net_dir.mkdir(parents=True, exist_ok=True)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(net_dir / "node.sock"))
-    process = subprocess.Popen(
+def _spawn_start_tp(box: Sandbox) -> subprocess.Popen:
+    """start-sv2-tp.sh alone, as supervisord would run it; its stderr kept for assertions."""
+    return subprocess.Popen(
         [str(IMAGE_DIR / "start-sv2-tp.sh")],
         env=box.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _start_tp(box: Sandbox, net_dir: Path) -> subprocess.Popen:
+    """Runs start-sv2-tp.sh alone against a socket bound by the test, until sv2-tp started."""
+    net_dir.mkdir(parents=True, exist_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(net_dir / "node.sock"))
+    process = _spawn_start_tp(box)
     try:
         wait_for(lambda: box.events("tp-start") or process.poll() is not None, 10, "sv2-tp")
     finally:
@@ -236,13 +241,7 @@ def test_sv2_tp_waits_for_the_socket(make_sandbox) -> None:
     box = make_sandbox("regtest")
     net_dir = box.data / "regtest"
     net_dir.mkdir()
-    process = subprocess.Popen(
-        [str(IMAGE_DIR / "start-sv2-tp.sh")],
-        env=box.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _spawn_start_tp(box)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         time.sleep(0.5)
