@@ -25,6 +25,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime.sync_await import _ensure_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "sv2-k8s"
@@ -131,8 +132,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: StackMocks, run: Run):
         super().__init__(mocks)
         self.run = run
+        # The SDK gives each worker thread that registers a resource an event loop of its
+        # own and never closes it; run_stack closes them once the run is over.
+        self.thread_loops: set[asyncio.AbstractEventLoop] = set()
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        self.thread_loops.add(_ensure_event_loop())
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             registration = self.resources[response.urn]
@@ -196,9 +201,8 @@ def run_stack(
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": v for k, v in config.items()})
     mocks = StackMocks()
-    pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run)
-    )
+    monitor = RecordingMonitor(mocks, run)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
 
     def main_program() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
@@ -215,7 +219,10 @@ def run_stack(
     except Exception as error:
         run.error = error
     finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+        for thread_loop in monitor.thread_loops - {loop}:
+            thread_loop.close()
     return run
 
 

@@ -187,8 +187,15 @@ def _spawn_start_tp(box: Sandbox) -> subprocess.Popen:
     )
 
 
-def _start_tp(box: Sandbox, net_dir: Path) -> subprocess.Popen:
-    """Runs start-sv2-tp.sh alone against a socket bound by the test, until sv2-tp started."""
+def _stop(process: subprocess.Popen) -> str:
+    """Terminates start-sv2-tp.sh and returns its stderr (closing the pipe)."""
+    process.terminate()
+    return str(process.communicate(timeout=10)[1])
+
+
+def _start_tp(box: Sandbox, net_dir: Path) -> str:
+    """Runs start-sv2-tp.sh alone against a socket bound by the test, until sv2-tp started;
+    returns its stderr."""
     net_dir.mkdir(parents=True, exist_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(net_dir / "node.sock"))
@@ -196,10 +203,9 @@ def _start_tp(box: Sandbox, net_dir: Path) -> subprocess.Popen:
     try:
         wait_for(lambda: box.events("tp-start") or process.poll() is not None, 10, "sv2-tp")
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stderr = _stop(process)
         server.close()
-    return process
+    return stderr
 
 
 def test_node_command_and_stale_socket(make_sandbox) -> None:
@@ -231,8 +237,8 @@ def test_mainnet_key_goes_in_the_datadir_itself(make_sandbox) -> None:
     stale = box.data / "sv2_authority_key"
     stale.write_bytes(b"\x01" + bytes(32))
     stale.chmod(0o644)
-    process = _start_tp(box, box.data)
-    assert box.events("tp-start"), process.stderr.read()
+    stderr = _start_tp(box, box.data)
+    assert box.events("tp-start"), stderr
     assert_key_installed(box.data / "sv2_authority_key", details(box.events("tp-start")[0]))
     assert not (box.data / "main").exists()
 
@@ -251,11 +257,10 @@ def test_sv2_tp_waits_for_the_socket(make_sandbox) -> None:
         server.bind(str(net_dir / "node.sock"))
         wait_for(lambda: box.events("tp-start"), 5, "sv2-tp's start")
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stderr = _stop(process)
         server.close()
     assert float(box.events("tp-start")[0][0]) >= socket_made
-    assert f"waiting up to 5s for the node's IPC socket {net_dir / 'node.sock'}" in process.stderr.read()
+    assert f"waiting up to 5s for the node's IPC socket {net_dir / 'node.sock'}" in stderr
 
 
 def test_socket_wait_is_bounded(make_sandbox) -> None:

@@ -189,8 +189,9 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "translatorImage": images,
         "nodeImage": images,
         "nodePlatform": st.sampled_from(["amd64", "arm64"]),
+        # At least 1Gi: a smaller node volume is refused (components/settings.py).
         "storageSize": st.builds(
-            lambda n, u: f"{n}{u}", st.integers(1, 2000), st.sampled_from(["Gi", "Ti", "G"])
+            lambda n, u: f"{n}{u}", st.integers(2, 2000), st.sampled_from(["Gi", "Ti", "G"])
         ),
         "storageClass": dns_labels,
         "pruneMib": st.just("0") | in_range(550, 500_000),
