@@ -22,7 +22,7 @@ from components.networks import TEMPLATE_PROVIDER_PORT
 from components.renderers import bitcoin_conf, sv2_tp_conf
 from components.settings import Settings
 
-COMPONENT = "bitcoin-node"
+COMPONENT = workload.NODE
 # Core may need minutes to flush its chainstate; a kill mid-flush costs a reindex.
 GRACE_SECONDS = 600
 VOLUME = "chain-data"

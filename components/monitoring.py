@@ -12,13 +12,10 @@ from typing import Any, Final
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import pool, translator, workload
+from components import workload
 from components.settings import Settings
 
 COMPONENT = "monitoring"
-# The node's component label (components/bitcoin_node.py); importing it would be circular,
-# as the node imports the exporter sidecar from here.
-NODE_COMPONENT: Final = "bitcoin-node"
 EXPORTER_CONTAINER: Final = "bitcoin-exporter"
 EXPORTER_PORT: Final = 9332  # the exporter's default METRICS_PORT
 EXPORTER_UID: Final = 10030
@@ -107,12 +104,12 @@ def _absent_or_zero(expression: str) -> str:
 
 def alert_rules(settings: Settings, node_claim: str) -> list[dict[str, Any]]:
     """The PrometheusRule's alerts; thresholds come from the stack settings."""
-    pool_job = _selector(settings, job=pool.COMPONENT)
-    translator_job = _selector(settings, job=translator.COMPONENT)
-    node_job = _selector(settings, job=NODE_COMPONENT)
-    pool_container = _selector(settings, container=pool.COMPONENT)
-    translator_container = _selector(settings, container=translator.COMPONENT)
-    node_container = _selector(settings, container=NODE_COMPONENT)
+    pool_job = _selector(settings, job=workload.POOL)
+    translator_job = _selector(settings, job=workload.TRANSLATOR)
+    node_job = _selector(settings, job=workload.NODE)
+    pool_container = _selector(settings, container=workload.POOL)
+    translator_container = _selector(settings, container=workload.TRANSLATOR)
+    node_container = _selector(settings, container=workload.NODE)
     translators_ready = f"sum(kube_pod_container_status_ready{translator_container})"
     claim = _selector(settings, persistentvolumeclaim=node_claim)
     keep = (100 - settings.alert_hashrate_drop_percent) / 100
@@ -225,9 +222,9 @@ def _panel(title: str, index: int, targets: dict[str, str], unit: str = "short")
 
 def dashboard(settings: Settings) -> dict[str, Any]:
     """The Grafana dashboard: metrics only, nothing secret."""
-    pool_job = _selector(settings, job=pool.COMPONENT)
-    translator_job = _selector(settings, job=translator.COMPONENT)
-    node_job = _selector(settings, job=NODE_COMPONENT)
+    pool_job = _selector(settings, job=workload.POOL)
+    translator_job = _selector(settings, job=workload.TRANSLATOR)
+    node_job = _selector(settings, job=workload.NODE)
     everything = _selector(settings)
     panels = [
         (
@@ -306,7 +303,7 @@ class Monitoring(pulumi.ComponentResource):
             base["labels"].update(extra_labels)
             return base
 
-        for target in (pool.COMPONENT, translator.COMPONENT, NODE_COMPONENT):
+        for target in (workload.POOL, workload.TRANSLATOR, workload.NODE):
             monitor_name = f"{name}-{target}"
             k8s.apiextensions.CustomResource(
                 monitor_name,

@@ -15,8 +15,6 @@ from components.networks import MONITORING_PORT, POOL_PORT, TEMPLATE_PROVIDER_PO
 from components.settings import Settings
 
 EVERYWHERE = ("0.0.0.0/0", "::/0")
-# The node exporter sidecar's container port carries this name (see components/monitoring.py).
-METRICS_PORT_NAME = "metrics"
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,9 @@ class NetworkPolicies(pulumi.ComponentResource):
             for u in settings.failover_upstreams
         ]
         node_ingress = [
-            {"from": [_pods("pool")], "ports": _tcp(TEMPLATE_PROVIDER_PORT)},
+            {"from": [_pods(workload.POOL)], "ports": _tcp(TEMPLATE_PROVIDER_PORT)},
             {"from": _cidrs(EVERYWHERE), "ports": _tcp(settings.facts.p2p_port)},
-            {"from": [prometheus], "ports": _tcp(METRICS_PORT_NAME)},
+            {"from": [prometheus], "ports": _tcp(workload.METRICS_PORT_NAME)},
         ]
         if settings.rpc_allowed_namespaces:
             node_ingress.append(
@@ -85,8 +83,8 @@ class NetworkPolicies(pulumi.ComponentResource):
         policies: dict[str, workload.Fields] = {
             # Everything not allowed below is refused.
             "default-deny-ingress": {"podSelector": {}, "policyTypes": ["Ingress"]},
-            "translator": {
-                **_pods("translator"),
+            workload.TRANSLATOR: {
+                **_pods(workload.TRANSLATOR),
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [
                     {"from": miners, "ports": _tcp(TRANSLATOR_PORT)},
@@ -94,24 +92,24 @@ class NetworkPolicies(pulumi.ComponentResource):
                 ],
                 "egress": [
                     _DNS_EGRESS,
-                    {"to": [_pods("pool")], "ports": _tcp(POOL_PORT)},
+                    {"to": [_pods(workload.POOL)], "ports": _tcp(POOL_PORT)},
                     *failover_egress,
                 ],
             },
-            "pool": {
-                **_pods("pool"),
+            workload.POOL: {
+                **_pods(workload.POOL),
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [
-                    {"from": [_pods("translator")], "ports": _tcp(POOL_PORT)},
+                    {"from": [_pods(workload.TRANSLATOR)], "ports": _tcp(POOL_PORT)},
                     {"from": [prometheus], "ports": _tcp(MONITORING_PORT)},
                 ],
                 "egress": [
                     _DNS_EGRESS,
-                    {"to": [_pods("bitcoin-node")], "ports": _tcp(TEMPLATE_PROVIDER_PORT)},
+                    {"to": [_pods(workload.NODE)], "ports": _tcp(TEMPLATE_PROVIDER_PORT)},
                 ],
             },
             # The node's egress stays open: P2P peers can be anywhere.
-            "bitcoin-node": {**_pods("bitcoin-node"), "policyTypes": ["Ingress"], "ingress": node_ingress},
+            workload.NODE: {**_pods(workload.NODE), "policyTypes": ["Ingress"], "ingress": node_ingress},
         }
         for policy_name, spec in policies.items():
             resource_name = f"{name}-{policy_name}"

@@ -11,7 +11,7 @@ from components.networks import MONITORING_PORT, POOL_PORT
 from components.renderers import pool_toml
 from components.settings import Settings
 
-COMPONENT = "pool"
+COMPONENT = workload.POOL
 UID = 10010
 CONFIG_PATH = "/etc/sv2/pool.toml"
 

@@ -10,7 +10,7 @@ from components.networks import MONITORING_PORT, TRANSLATOR_PORT
 from components.renderers import translator_toml
 from components.settings import Settings
 
-COMPONENT = "translator"
+COMPONENT = workload.TRANSLATOR
 UID = 10020
 CONFIG_PATH = "/etc/sv2/translator.toml"
 # Miners lose their connection when their translator goes away: scale down slowly.

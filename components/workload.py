@@ -10,6 +10,10 @@ import pulumi_kubernetes as k8s
 from components.settings import Resources, Settings
 
 PART_OF: Final = "sv2-k8s"
+# Each workload's `app.kubernetes.io/name`: what Services, NetworkPolicies and monitors select.
+NODE: Final = "bitcoin-node"
+POOL: Final = "pool"
+TRANSLATOR: Final = "translator"
 NETWORK_LABEL: Final = "sv2-k8s/network"
 CONFIG_HASH_ANNOTATION: Final = "sv2-k8s/config-hash"
 # Pool and translator readiness follow the node's initial sync, which takes hours to days;
