@@ -10,7 +10,8 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Final, Literal
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 import pulumi
 from pydantic import (
@@ -588,12 +589,24 @@ def format_problems(problems: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def bare_type(annotation: Any) -> Any:
+    """The type under Optional[...] and Annotated[...], or None for a real union."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation = members[0]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
 def _structured_keys() -> set[str]:
-    """Keys whose values are lists or maps, written in stack files as YAML structures."""
+    """Keys whose values Pulumi passes as JSON text: lists, maps and objects."""
     keys = set()
     for name, info in Settings.model_fields.items():
-        text = repr(info.annotation)
-        if any(marker in text for marker in ("dict", "tuple", "Resources", "Upstream")):
+        bare = bare_type(info.annotation)
+        if get_origin(bare) in (dict, tuple) or (isinstance(bare, type) and issubclass(bare, BaseModel)):
             keys.add(info.alias or to_camel(name))
     return keys
 

@@ -7,14 +7,20 @@
 import argparse
 import sys
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic.fields import FieldInfo
 
 from components.networks import NETWORKS, PRUNED_OVERHEAD_GIB
-from components.settings import NODE_RESOURCES, PER_NETWORK_DEFAULTS, SECRET_SETTINGS, Settings, field_info
+from components.settings import (
+    NODE_RESOURCES,
+    PER_NETWORK_DEFAULTS,
+    SECRET_SETTINGS,
+    Settings,
+    bare_type,
+    field_info,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -32,28 +38,16 @@ def _key(name: str, info: FieldInfo) -> str:
     return info.alias or name
 
 
-def _bare(annotation: Any) -> Any:
-    """The type under Optional[...] and Annotated[...], or None for a real union."""
-    if get_origin(annotation) in (Union, UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        if len(members) != 1:
-            return None
-        annotation = members[0]
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
-
-
 def _pulumi_type(info: FieldInfo) -> str | None:
     """Pulumi's project config knows string, integer, boolean and array (of strings here)."""
-    bare = _bare(info.annotation)
+    bare = bare_type(info.annotation)
     if bare is bool:
         return "boolean"
     if bare is int:
         return "integer"
     if bare is str or get_origin(bare) is Literal:
         return "string"
-    if get_origin(bare) is tuple and _bare(get_args(bare)[0]) is str:
+    if get_origin(bare) is tuple and bare_type(get_args(bare)[0]) is str:
         return "array"
     return None
 
