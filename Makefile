@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint typecheck render reference bench
+.PHONY: setup test lint typecheck render reference bench e2e-tools e2e bench-e2e
 
 setup:
 	bash scripts/setup.sh
@@ -26,3 +26,14 @@ reference:
 
 bench:
 	$(PY) -m scripts.benchmark
+
+# End-to-end: the real Pulumi CLI, providers, kube-apiserver and sv2 apps (see README).
+# The toolchain is built once per machine into $(SV2_E2E_CACHE) (default ~/.cache/sv2-k8s-e2e).
+e2e-tools:
+	bash scripts/e2e/tools.sh
+
+e2e:
+	$(PY) -m scripts.e2e.run
+
+bench-e2e:
+	$(PY) -m scripts.e2e.bench

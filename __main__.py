@@ -8,7 +8,7 @@ import pulumi
 from components.bitcoin_node import BitcoinNode, BitcoinNodeArgs
 from components.credentials import Credentials, CredentialsArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.namespace import mining_namespace
+from components.namespace import kubernetes_provider, mining_namespace
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.networks import TEMPLATE_PROVIDER_PORT
 from components.pool import Pool, PoolArgs
@@ -17,8 +17,9 @@ from components.translator import Translator, TranslatorArgs
 
 settings, registry_password = load_settings()
 
-namespace = mining_namespace(settings)
-in_namespace = pulumi.ResourceOptions(depends_on=[namespace])
+cluster = kubernetes_provider()
+namespace = mining_namespace(settings, cluster)
+in_namespace = pulumi.ResourceOptions(depends_on=[namespace], providers=[cluster])
 credentials = Credentials("credentials", CredentialsArgs(settings))
 NetworkPolicies("network-policy", NetworkPoliciesArgs(settings), opts=in_namespace)
 

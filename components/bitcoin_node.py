@@ -28,7 +28,6 @@ GRACE_SECONDS = 600
 VOLUME = "chain-data"
 # Versions baked into docker/bitcoin-node; part of the built image's tag.
 IMAGE_TAG = "30.2-sv2tp1.0.5"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,21 @@ class BitcoinNode(pulumi.ComponentResource):
         self.image, pull_secrets = self._image(name, settings, args.registry_password, child)
         account = workload.service_account(name, COMPONENT, settings, child)
 
+        p2p = workload.service(
+            f"{name}-p2p",
+            COMPONENT,
+            settings,
+            {"p2p": facts.p2p_port},
+            child,
+            service_type="NodePort",
+            node_port=settings.p2p_node_port or None,
+        )
+        # The NodePort Kubernetes allocated (or the fixed one) is what the node advertises.
+        p2p_node_port = p2p.spec.ports.apply(lambda ports: ports[0].node_port)
         node_conf: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.from_input(args.rpcauth).apply(lambda line: bitcoin_conf(settings, line))
+            pulumi.Output.all(args.rpcauth, p2p_node_port).apply(
+                lambda values: bitcoin_conf(settings, values[0], values[1])
+            )
         )
         tp_conf = sv2_tp_conf(settings)
         key_file_b64: pulumi.Output[str] = pulumi.Output.secret(
@@ -97,7 +109,8 @@ class BitcoinNode(pulumi.ComponentResource):
             # before the first answer: nothing restarts a node that is syncing or warming up.
             "startupProbe": workload.exec_probe(contract.LIVENESS_COMMAND, period=10, failures=360),
             "livenessProbe": workload.exec_probe(contract.LIVENESS_COMMAND, period=30, failures=10),
-            # Ready once out of initial block download: only then does sv2-tp serve templates.
+            # Ready once out of initial block download: only then does sv2-tp serve templates
+            # on testnet4 and mainnet, so a syncing node takes no work there.
             "readinessProbe": workload.exec_probe(contract.READINESS_COMMAND, period=30, failures=2),
             "volumeMounts": [
                 {"name": VOLUME, "mountPath": contract.DATA_DIR},
@@ -137,17 +150,16 @@ class BitcoinNode(pulumi.ComponentResource):
                 f"{name}-metrics", COMPONENT, settings, {workload.METRICS_PORT_NAME: EXPORTER_PORT}, child
             )
         rpc = workload.service(f"{name}-rpc", COMPONENT, settings, {"rpc": facts.rpc_port}, child)
+        # The pod is ready once out of initial block download. Where sv2-tp serves templates
+        # before that (signet), its Service must not wait for readiness, or a private signet,
+        # which stays "in IBD" until somebody mines, never gets its first block.
         template_provider = workload.service(
-            f"{name}-tp", COMPONENT, settings, {"sv2-tp": TEMPLATE_PROVIDER_PORT}, child
-        )
-        workload.service(
-            f"{name}-p2p",
+            f"{name}-tp",
             COMPONENT,
             settings,
-            {"p2p": facts.p2p_port},
+            {"sv2-tp": TEMPLATE_PROVIDER_PORT},
             child,
-            service_type="NodePort",
-            node_port=settings.p2p_node_port or None,
+            extra_spec={"publishNotReadyAddresses": True} if facts.templates_during_ibd else None,
         )
 
         claim_spec: dict[str, object] = {
@@ -265,7 +277,9 @@ class BitcoinNode(pulumi.ComponentResource):
             f"{name}-image",
             image_name=f"{settings.node_image_repository}:{IMAGE_TAG}-{settings.node_platform}",
             build=docker.DockerBuildArgs(
-                context=str(PROJECT_ROOT / contract.BUILD_CONTEXT),
+                # Relative to the project (Pulumi runs the program there): an absolute path
+                # differs between checkouts and would rebuild and roll the node on every move.
+                context=contract.BUILD_CONTEXT,
                 platform=f"linux/{settings.node_platform}",
                 args={"TARGETARCH": settings.node_platform},
             ),

@@ -29,7 +29,9 @@ JOB_LABEL: Final = "app.kubernetes.io/name"
 # Verification progress of a synced node stays a hair below 1.
 SYNCED_PROGRESS: Final = 0.999
 
-_SV2_APPS = "sv2-apps v0.2.0 /metrics (SV2-FACTS §4)"
+_SV2_APPS = "sv2-apps /metrics, v0.2.0 and later (SV2-FACTS §4)"
+_SV2_APPS_V020 = "sv2-apps v0.2.0 /metrics only (stratum-apps 0.2.0; renamed upstream by PR #252)"
+_SV2_APPS_V030 = "sv2-apps v0.3.0+ /metrics (stratum-apps 0.3.0, crates pool_sv2/translator_sv2 0.2.0)"
 _EXPORTER = "jvstein/bitcoin-prometheus-exporter v0.7.0"
 _PROMETHEUS = "Prometheus, per scrape target"
 _KSM = "kube-state-metrics (kube-prometheus-stack)"
@@ -38,10 +40,12 @@ _KUBELET = "kubelet volume stats (kube-prometheus-stack)"
 METRIC_SOURCES: Final[dict[str, str]] = {
     "sv2_uptime_seconds": _SV2_APPS,
     "sv2_clients_total": _SV2_APPS,
-    "sv2_client_channels_total": _SV2_APPS,
+    "sv2_client_channels_total": _SV2_APPS_V020,
+    "sv2_client_channels": _SV2_APPS_V030,
     "sv2_client_hashrate_total": _SV2_APPS,
     "sv2_client_shares_accepted_total": _SV2_APPS,
-    "sv2_server_channels_total": _SV2_APPS,
+    "sv2_server_channels_total": _SV2_APPS_V020,
+    "sv2_server_channels": _SV2_APPS_V030,
     "sv2_server_hashrate_total": _SV2_APPS,
     "sv2_server_shares_accepted_total": _SV2_APPS,
     "sv1_clients_total": _SV2_APPS,
@@ -55,6 +59,16 @@ METRIC_SOURCES: Final[dict[str, str]] = {
     "kubelet_volume_stats_used_bytes": _KUBELET,
     "kubelet_volume_stats_capacity_bytes": _KUBELET,
 }
+# The channel gauges changed name between releases: v0.2.0 (the default images) has one
+# `*_channels_total` gauge, v0.3.0 (what the e2e check runs, built from crates.io) a
+# `*_channels{channel_type}` vector. Queries take whichever the running image exports.
+SV2_APPS_V020_ONLY: Final = frozenset({"sv2_client_channels_total", "sv2_server_channels_total"})
+SV2_APPS_V030_ONLY: Final = frozenset({"sv2_client_channels", "sv2_server_channels"})
+# Per-channel vectors: no series at all until a channel is open (a translator connected to the
+# pool, an SV1 miner to the translator), so an empty scrape of them is normal on an idle stack.
+SV2_APPS_PER_CHANNEL: Final = frozenset(
+    {"sv2_client_shares_accepted_total", "sv2_server_shares_accepted_total"}
+)
 
 
 @dataclass(frozen=True)
@@ -204,6 +218,11 @@ def alert_rules(settings: Settings, node_claim: str) -> list[dict[str, Any]]:
     ]
 
 
+def _either_version(channels: str, selector: str) -> str:
+    """Channel count from v0.3.0's `<name>{channel_type}` or, failing that, v0.2.0's `<name>_total`."""
+    return f"sum({channels}{selector}) or sum({channels}_total{selector})"
+
+
 def _panel(title: str, index: int, targets: dict[str, str], unit: str = "short") -> dict[str, Any]:
     """A time series panel in a two-column grid; `targets` maps legend to expression."""
     return {
@@ -248,8 +267,8 @@ def dashboard(settings: Settings) -> dict[str, Any]:
             "Channels and clients",
             {
                 "pool clients": f"sum(sv2_clients_total{pool_job})",
-                "pool channels": f"sum(sv2_client_channels_total{pool_job})",
-                "translator upstream channels": f"sum(sv2_server_channels_total{translator_job})",
+                "pool channels": _either_version("sv2_client_channels", pool_job),
+                "translator upstream channels": _either_version("sv2_server_channels", translator_job),
             },
             "short",
         ),

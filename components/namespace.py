@@ -1,4 +1,4 @@
-"""The namespace every object of a stack lives in, enforcing the `restricted` pod security level."""
+"""The cluster connection and the namespace every object of a stack lives in."""
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -7,7 +7,26 @@ from components.settings import Settings
 from components.workload import NETWORK_LABEL, PART_OF
 
 
-def mining_namespace(settings: Settings) -> k8s.core.v1.Namespace:
+def kubernetes_provider() -> k8s.Provider:
+    """The provider every Kubernetes object goes through.
+
+    By default pulumi-kubernetes replaces a Secret or ConfigMap whose data changes, delete
+    first, and then asks whether the StatefulSet and Deployments that mount it must go too
+    (SV2-FACTS §9). Mutable, they are updated in place, and the config-hash annotations roll
+    the pods that read them. The kubeconfig and context settings of the default provider
+    (`kubernetes:kubeconfig`, `kubernetes:context`) still apply.
+    """
+    ambient = pulumi.Config("kubernetes")
+    return k8s.Provider(
+        "kubernetes",
+        enable_secret_mutable=True,
+        enable_config_map_mutable=True,
+        kubeconfig=ambient.get("kubeconfig"),
+        context=ambient.get("context"),
+    )
+
+
+def mining_namespace(settings: Settings, provider: k8s.Provider) -> k8s.core.v1.Namespace:
     """Deleting a Namespace deletes the chain volume in it: keep it on destroy by default."""
     return k8s.core.v1.Namespace(
         "namespace",
@@ -22,5 +41,5 @@ def mining_namespace(settings: Settings) -> k8s.core.v1.Namespace:
                 "pod-security.kubernetes.io/audit": "restricted",
             },
         },
-        opts=pulumi.ResourceOptions(retain_on_delete=settings.retain_chain_data),
+        opts=pulumi.ResourceOptions(provider=provider, retain_on_delete=settings.retain_chain_data),
     )

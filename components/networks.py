@@ -15,8 +15,17 @@ class NetworkFacts:
     bech32_hrp: str  # segwit addresses: bc1… / tb1…
     p2pkh_version: int  # base58check version byte of 1… / m…, n… addresses
     p2sh_version: int  # base58check version byte of 3… / 2… addresses
-    default_storage: str  # node volume for an unpruned node
+    default_storage: str  # node volume for an unpruned node, with room to grow
+    min_full_storage: str  # the least an unpruned node can live with today (the policy pack's floor)
     is_mainnet: bool
+    # sv2-tp serves templates during initial block download on signet only (template_provider.cpp:
+    # "we might be the only miner"); a private signet stays "in IBD" until somebody mines.
+    templates_during_ibd: bool = False
+
+    @property
+    def sv2_tp_chain_option(self) -> tuple[str, object]:
+        """sv2-tp checks -signet itself (not -chain=signet) for a signet-only template rule."""
+        return ("signet", 1) if self.core_chain == "signet" else ("chain", self.core_chain)
 
     @property
     def section(self) -> str | None:
@@ -44,7 +53,9 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         p2pkh_version=0x6F,
         p2sh_version=0xC4,
         default_storage="10Gi",
+        min_full_storage="10Gi",
         is_mainnet=False,
+        templates_during_ibd=True,
     ),
     "testnet4": NetworkFacts(
         name="testnet4",
@@ -55,6 +66,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         p2pkh_version=0x6F,
         p2sh_version=0xC4,
         default_storage="50Gi",
+        min_full_storage="50Gi",
         is_mainnet=False,
     ),
     "mainnet": NetworkFacts(
@@ -65,7 +77,9 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         bech32_hrp="bc",
         p2pkh_version=0x00,
         p2sh_version=0x05,
-        default_storage="750Gi",
+        # A full chain with room to grow through 2027 (about 700 GB at the end of 2025).
+        default_storage="1Ti",
+        min_full_storage="750Gi",
         is_mainnet=True,
     ),
 }

@@ -1,7 +1,7 @@
-"""Kubernetes resource quantities ("50Gi", "500m", "1.5") as numbers."""
+"""Kubernetes resource quantities ("50Gi", "500m", "1.5") as numbers, and in canonical form."""
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 _SUFFIXES = {
     "Ki": Decimal(1024),
@@ -38,3 +38,35 @@ def parse_quantity(text: str) -> Decimal:
 def mebibytes(text: str) -> int:
     """A memory quantity in whole MiB, rounded down."""
     return int(parse_quantity(text) / _SUFFIXES["Mi"])
+
+
+_BINARY_SUFFIXES = ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki")
+_DECIMAL_SUFFIXES = {18: "E", 15: "P", 12: "T", 9: "G", 6: "M", 3: "k", 0: "", -3: "m", -6: "u", -9: "n"}
+
+
+def canonical_quantity(text: str) -> str:
+    """The form in which the API server stores and returns a quantity ("1.5" → "1500m",
+    "1024Mi" → "1Gi"), so that the program's inputs never differ from the live object.
+
+    Like apimachinery's Quantity: a binary suffix keeps binary form when the value is a whole
+    number of bytes, using the largest suffix that leaves a whole number; anything else is
+    written in decimal form with the largest multiple-of-three exponent whose mantissa is
+    whole, and values finer than nano are rounded up to it.
+    """
+    value = parse_quantity(text)
+    match = _QUANTITY.match(text)
+    binary = bool(match and (match.group(2) or "").endswith("i"))
+    if binary and value == value.to_integral_value():
+        for suffix in _BINARY_SUFFIXES:
+            amount = value / _SUFFIXES[suffix]
+            if amount >= 1 and amount == amount.to_integral_value():
+                return f"{int(amount)}{suffix}"
+        return str(int(value))
+    nanos = (value * 10**9).to_integral_value(rounding=ROUND_CEILING)
+    if nanos == 0:
+        return "0"
+    for exponent, suffix in _DECIMAL_SUFFIXES.items():
+        unit = Decimal(10) ** (exponent + 9)
+        if nanos % unit == 0:
+            return f"{int(nanos // unit)}{suffix}"
+    raise AssertionError("unreachable: nano units always divide")  # pragma: no cover

@@ -35,7 +35,8 @@ def _ini(
     return "\n".join(lines) + "\n"
 
 
-def bitcoin_conf(settings: Settings, rpcauth: str) -> str:
+def bitcoin_conf(settings: Settings, rpcauth: str, p2p_node_port: int | None = None) -> str:
+    """bitcoin.conf; `p2p_node_port` is where peers reach the node from outside the cluster."""
     facts = settings.facts
     top: list[tuple[str, object]] = [
         ("chain", facts.core_chain),
@@ -57,6 +58,12 @@ def bitcoin_conf(settings: Settings, rpcauth: str) -> str:
     ]
     if settings.signet_challenge:
         network_only.append(("signetchallenge", settings.signet_challenge))
+    if settings.p2p_external_address and p2p_node_port:
+        # Peers learn the node's address from what it advertises: the NodePort, not the
+        # container's port (Core takes a port in -externalip; it also stops -discover).
+        host = settings.p2p_external_address
+        host = f"[{host}]" if ":" in host else host
+        network_only.append(("externalip", f"{host}:{p2p_node_port}"))
     network_only += [("connect", peer) for peer in settings.signet_connect]
     network_only += [("addnode", peer) for peer in settings.signet_addnode]
     return _ini(top, facts.section, network_only)
@@ -72,7 +79,7 @@ def sv2_tp_conf(settings: Settings) -> str:
         ("sv2feedelta", settings.tp_fee_delta_sats),
         ("ipcconnect", "unix"),
     ]
-    return _ini([("chain", facts.core_chain), ("printtoconsole", 1)], facts.section, network_only)
+    return _ini([facts.sv2_tp_chain_option, ("printtoconsole", 1)], facts.section, network_only)
 
 
 def pool_toml(

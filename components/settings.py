@@ -6,6 +6,7 @@ type, default (fixed or per network) and description. README's settings referenc
 Nothing is created before `load_settings` returns, so a bad value costs only an error message.
 """
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -26,7 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from components.addresses import accepted_address_forms, address_problem
 from components.networks import NETWORKS, NetworkFacts, pruned_storage
-from components.quantities import mebibytes, parse_quantity
+from components.quantities import canonical_quantity, mebibytes, parse_quantity
 
 PROJECT: Final = "sv2-k8s"
 # Smallest prune target Bitcoin Core accepts, in MiB.
@@ -45,6 +46,23 @@ _QUALIFIED_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _HEX = re.compile(r"^([0-9a-fA-F]{2})+$")
 
+# Field types of sv2-apps v0.2.0 (pool-apps/pool/src/lib/config.rs, miner-apps/translator/src/lib/
+# config.rs, stratum-apps 0.3.0 utils/types.rs): rates and hashrates are f32, counts usize, ports
+# and keepalive u16. TOML integers are i64 whatever the Rust type.
+F32_MAX: Final = 3.4028234663852886e38
+F32_MIN_NORMAL: Final = 1.1754943508222875e-38
+I64_MAX: Final = 2**63 - 1
+U16_MAX: Final = 65535
+# noise_sv2 1.4.2 (responder.rs) keeps the certificate validity as u32 seconds added to the
+# current Unix time, itself a u32: past 2**31 the sum overflows before 2038.
+MAX_CERT_VALIDITY_SECS: Final = 2**31 - 1
+# The translator sends "<userIdentity>.miner<u32 id>" and, when aggregating,
+# "<userIdentity up to its first dot>.translator-proxy", each as a Str0255 (at most 255 bytes).
+MAX_USER_IDENTITY_BYTES: Final = 255 - max(len(".miner") + len(str(2**32 - 1)), len(".translator-proxy"))
+# The pool writes "/<poolSignature>/<miner tag>/" in one push of the coinbase scriptSig, which
+# consensus caps at 100 bytes next to the BIP34 height and the pool's 20-byte extranonce push.
+MAX_POOL_SIGNATURE_BYTES: Final = 32
+
 
 class SettingsError(Exception):
     """Invalid stack settings; the message names each bad key and what it accepts."""
@@ -56,7 +74,29 @@ class SettingsError(Exception):
 def _quantity(text: str) -> str:
     if parse_quantity(text) <= 0:
         raise ValueError("must be greater than zero")
-    return text
+    # The API server stores the canonical form: anything else is a diff on every `pulumi up`.
+    return canonical_quantity(text)
+
+
+def _utf8_at_most(limit: int) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if len(text.encode()) > limit:
+            raise ValueError(f"is {len(text.encode())} bytes in UTF-8, more than {limit}")
+        return text
+
+    return check
+
+
+def _coinbase_tag(text: str) -> str:
+    if not text.isascii() or not text.isprintable() or "/" in text:
+        raise ValueError("must be printable ASCII without '/' (the coinbase tag delimiter)")
+    return _utf8_at_most(MAX_POOL_SIGNATURE_BYTES)(text)
+
+
+def _f32(value: float) -> float:
+    if not F32_MIN_NORMAL <= value <= F32_MAX:
+        raise ValueError(f"is outside what a 32-bit float holds ({F32_MIN_NORMAL:.3g} to {F32_MAX:.3g})")
+    return value
 
 
 def _dns_label(text: str) -> str:
@@ -81,6 +121,12 @@ def _peer(text: str) -> str:
     if not _PEER.match(text):
         raise ValueError("is not host[:port]")
     return text
+
+
+def _host(text: str) -> str:
+    if not _PEER.match(text) or (":" in text and not text.startswith("[")):
+        raise ValueError("is not an IP address or DNS name")
+    return text.strip("[]")
 
 
 def _labels(values: dict[str, str]) -> dict[str, str]:
@@ -129,6 +175,8 @@ def _authority_pubkey(text: str) -> str:
 
 
 Quantity = Annotated[str, AfterValidator(_quantity)]
+# A positive f32 of sv2-apps (rates, hashrates).
+PositiveF32 = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_f32)]
 Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 Peer = Annotated[str, AfterValidator(_peer)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
@@ -280,7 +328,7 @@ class Settings(_Model):
     )
     # -- node
     storage_size: Quantity = _described(
-        "Size of the node volume (10Gi signet, 50Gi testnet4, 750Gi mainnet; pruned: kept MiB + 15Gi).",
+        "Size of the node volume (10Gi signet, 50Gi testnet4, 1Ti mainnet; pruned: kept MiB + 15Gi).",
         "a Kubernetes quantity such as 50Gi",
         default=None,
     )
@@ -315,6 +363,13 @@ class Settings(_Model):
         default=0,
         alias="p2pNodePort",  # to_camel would spell it p2PNodePort
     )
+    p2p_external_address: Annotated[str, AfterValidator(_host)] | None = _described(
+        "Address (IP or DNS name) at which peers reach a cluster node; the node advertises it with "
+        "the P2P NodePort, so inbound peers find it.",
+        "an IP address or DNS name, without a port",
+        default=None,
+        alias="p2pExternalAddress",  # to_camel would spell it p2PExternalAddress
+    )
     tp_interval_secs: Annotated[int, Field(ge=1)] = _described(
         "sv2-tp: seconds between template updates (-sv2interval).",
         "a whole number of seconds, at least 1",
@@ -341,23 +396,25 @@ class Settings(_Model):
         default=(),
     )
     # -- pool
-    pool_signature: str = _described(
+    pool_signature: Annotated[str, AfterValidator(_coinbase_tag)] = _described(
         "Text the pool writes into the coinbase.",
-        "a non-empty string",
+        f"1 to {MAX_POOL_SIGNATURE_BYTES} printable ASCII characters, no '/'",
         default="sv2-k8s",
         min_length=1,
     )
-    pool_shares_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _described(
-        "Shares per minute the pool expects per channel.", "a number above 0", default=6.0
+    pool_shares_per_minute: PositiveF32 = _described(
+        "Shares per minute the pool expects per channel.", "a number above 0 (a 32-bit float)", default=6.0
     )
-    share_batch_size: Annotated[int, Field(ge=1)] = _described(
+    share_batch_size: Annotated[int, Field(ge=1, le=I64_MAX)] = _described(
         "Shares the pool acknowledges per batch.", "a whole number, at least 1", default=10
     )
-    server_id: Annotated[int, Field(ge=0, le=65535)] = _described(
+    server_id: Annotated[int, Field(ge=0, le=U16_MAX)] = _described(
         "Pool server id (unique per pool sharing a search space).", "0 to 65535", default=1
     )
-    cert_validity_secs: Annotated[int, Field(ge=60)] = _described(
-        "Validity of the pool's Noise certificates, seconds.", "at least 60", default=3600
+    cert_validity_secs: Annotated[int, Field(ge=60, le=MAX_CERT_VALIDITY_SECS)] = _described(
+        "Validity of the pool's Noise certificates, seconds.",
+        f"60 to {MAX_CERT_VALIDITY_SECS}",
+        default=3600,
     )
     pool_resources: Resources = _described(
         "Requests and limits of the pool container.",
@@ -382,19 +439,19 @@ class Settings(_Model):
         "{requests: {cpu, memory}, limits: {cpu, memory}}",
         default=Resources.model_validate(_resources("100m", "128Mi", "1", "256Mi")),
     )
-    user_identity: str = _described(
+    user_identity: Annotated[str, AfterValidator(_utf8_at_most(MAX_USER_IDENTITY_BYTES))] = _described(
         "User identity the translator presents upstream.",
-        "a non-empty string",
+        f"a non-empty string of at most {MAX_USER_IDENTITY_BYTES} bytes",
         default="sv2-k8s",
         min_length=1,
     )
-    min_individual_miner_hashrate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _described(
+    min_individual_miner_hashrate: PositiveF32 = _described(
         "Hashrate (H/s) of the weakest miner; sets the starting difficulty.",
-        "a number above 0",
+        "a number above 0 (a 32-bit float)",
         default=10e12,
     )
-    translator_shares_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _described(
-        "Shares per minute each SV1 miner should send.", "a number above 0", default=6.0
+    translator_shares_per_minute: PositiveF32 = _described(
+        "Shares per minute each SV1 miner should send.", "a number above 0 (a 32-bit float)", default=6.0
     )
     enable_vardiff: bool = _described(
         "Adjust each miner's difficulty to its hashrate.", "true or false", default=True
@@ -404,8 +461,8 @@ class Settings(_Model):
         "true or false",
         default=True,
     )
-    job_keepalive_interval_secs: Annotated[int, Field(ge=0)] = _described(
-        "Seconds between keepalive jobs to SV1 miners (0 disables).", "0 or more", default=60
+    job_keepalive_interval_secs: Annotated[int, Field(ge=0, le=U16_MAX)] = _described(
+        "Seconds between keepalive jobs to SV1 miners (0 disables).", "0 to 65535", default=60
     )
     downstream_extranonce2_size: Annotated[int, Field(ge=2, le=8)] = _described(
         "Extranonce2 bytes rolled by SV1 miners.", "2 to 8", default=4
@@ -433,9 +490,10 @@ class Settings(_Model):
     )
     # -- monitoring
     monitoring_enabled: bool = _described(
-        "Create ServiceMonitors, alert rules and the dashboard (needs the Prometheus Operator CRDs).",
+        "Create ServiceMonitors, alert rules and the dashboard; needs the Prometheus Operator's CRDs, "
+        "so it is off until you opt in.",
         "true or false",
-        default=True,
+        default=False,
     )
     prometheus_namespace: DnsLabel = _described(
         "Namespace of the Prometheus that scrapes the metrics ports (NetworkPolicy source).",
@@ -577,7 +635,8 @@ def _describe_pydantic_error(error: Mapping[str, Any]) -> tuple[str, str, str]:
     value = error.get("input")
     shown = ""
     if isinstance(value, str | int | float) and repr(value) not in message:
-        shown = f" (got {value!r})"
+        text = repr(value)
+        shown = f" (got {text if len(text) <= 40 else text[:37] + '…'})"
     return key, f"{where + ': ' if where else ''}{message}{shown}", accepted
 
 
@@ -601,45 +660,82 @@ def bare_type(annotation: Any) -> Any:
     return annotation
 
 
-def _structured_keys() -> set[str]:
-    """Keys whose values Pulumi passes as JSON text: lists, maps and objects."""
-    keys = set()
+def _structured_keys() -> dict[str, Any]:
+    """Keys whose values are lists, maps or objects, with their bare types."""
+    keys = {}
     for name, info in Settings.model_fields.items():
         bare = bare_type(info.annotation)
         if get_origin(bare) in (dict, tuple) or (isinstance(bare, type) and issubclass(bare, BaseModel)):
-            keys.add(info.alias or to_camel(name))
+            keys[info.alias or to_camel(name)] = bare
     return keys
 
 
 STRUCTURED_KEYS: Final = _structured_keys()
+# Container resources: a partial object (`config set --path 'sv2-k8s:nodeResources.limits.memory'`)
+# overrides only the amounts it names.
+MERGED_KEYS: Final = {key for key, bare in STRUCTURED_KEYS.items() if bare is Resources}
 ALL_KEYS: Final = {info.alias or to_camel(n) for n, info in Settings.model_fields.items()} | set(
     SECRET_SETTINGS
 )
 
 
-def parse_settings(raw: Mapping[str, str], stack: str = "<stack>") -> Settings:
-    """Validate raw config strings (as Pulumi stores them) into Settings, or raise SettingsError."""
+def _merged(default: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(default)
+    for key, value in given.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _field_default(key: str) -> Any:
+    for name, info in Settings.model_fields.items():
+        if (info.alias or to_camel(name)) == key:
+            default = info.get_default(call_default_factory=True)
+            return default.model_dump() if isinstance(default, BaseModel) else default
+    raise KeyError(key)
+
+
+def parse_settings(raw: Mapping[str, Any], stack: str = "<stack>") -> Settings:
+    """Validate config values (text as Pulumi stores scalars; lists and maps as objects or as
+    JSON text) into Settings, or raise SettingsError naming every bad key."""
     problems: list[tuple[str, str, str]] = []
     values: dict[str, Any] = {}
-    for key, text in raw.items():
-        if text == "":
-            continue  # Pulumi.yaml declares optional settings with "" for "unset"
+    for key, value in raw.items():
+        if key in SECRET_SETTINGS:
+            continue
         if key not in ALL_KEYS:
             problems.append((key, "is not a setting of this project", "see README's reference"))
-        elif key in SECRET_SETTINGS:
-            continue
         elif key in STRUCTURED_KEYS:
-            try:
-                values[key] = json.loads(text)
-            except json.JSONDecodeError:
+            if isinstance(value, str):
+                if value == "":
+                    continue  # older stack files spelled "unset" as ""
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    _, accepted = field_info(key)
+                    problems.append((key, "is not a list or map", accepted))
+                    continue
+            if not isinstance(value, dict | list):
                 _, accepted = field_info(key)
                 problems.append((key, "is not a list or map", accepted))
-        else:
-            values[key] = text
+                continue
+            if value in ({}, []) and key in MERGED_KEYS | set(PER_NETWORK_DEFAULTS):
+                continue  # Pulumi.yaml declares these with an empty object: the default applies
+            values[key] = value
+        elif value != "":  # Pulumi.yaml declares optional scalar settings with "" for "unset"
+            values[key] = value
     network = NETWORKS.get(str(values.get("network", "signet")))
     if network is not None:
         for key, default in PER_NETWORK_DEFAULTS.items():
             values.setdefault(key, default(network, values))
+    for key in MERGED_KEYS:
+        given = values.get(key)
+        if network is None or not isinstance(given, Mapping):
+            continue
+        base = PER_NETWORK_DEFAULTS[key](network, values) if key in PER_NETWORK_DEFAULTS else None
+        values[key] = _merged(base or _field_default(key), given)
     try:
         settings = Settings.model_validate(values)
     except ValidationError as error:
@@ -651,23 +747,31 @@ def parse_settings(raw: Mapping[str, str], stack: str = "<stack>") -> Settings:
     return settings
 
 
-def _raw_project_config() -> dict[str, str]:
-    """Every `sv2-k8s:*` value the engine passed to the program, typos included."""
+def _project_config_keys() -> list[str]:
+    """Every `sv2-k8s:*` key the engine passed to the program, typos included."""
     from pulumi.runtime import config as runtime_config
 
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
-    return {
-        key.removeprefix(prefix): value if isinstance(value, str) else json.dumps(value)
-        for key, value in merged.items()
-        if key.startswith(prefix)
-    }
+    return [key.removeprefix(prefix) for key in merged if key.startswith(prefix)]
 
 
 def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:
     """Read the stack's config. Returns the settings and the registry password (a secret)."""
-    raw = _raw_project_config()
+    config = pulumi.Config(PROJECT)
+    raw: dict[str, Any] = {}
+    for key in _project_config_keys():
+        if key in SECRET_SETTINGS:
+            continue
+        # Lists and maps are native config objects; get_object parses them (and JSON text).
+        # Anything else goes on as text, for parse_settings to name the key.
+        value: Any = config.get(key)
+        if key in STRUCTURED_KEYS:
+            with contextlib.suppress(pulumi.ConfigTypeError, json.JSONDecodeError):
+                parsed = config.get_object(key)
+                value = parsed if isinstance(parsed, dict | list) else value
+        raw[key] = value
     settings = parse_settings(raw, pulumi.get_stack())
-    # Pulumi.yaml declares the password with "" for "unset".
-    password = pulumi.Config(PROJECT).get_secret("registryPassword") if raw.get("registryPassword") else None
-    return settings, password
+    # Not declared in Pulumi.yaml: a declared secret with a default breaks every preview
+    # (pulumi/pulumi#21865), and one without a default is required.
+    return settings, config.get_secret("registryPassword")

@@ -48,13 +48,14 @@ def metadata(
     settings: Settings,
     annotations: Mapping[str, str] | None = None,
 ) -> Fields:
-    """Explicit names: a replaced object re-attaches what it owned (claims, clusterIP users)."""
-    return {
-        "name": name,
-        "namespace": settings.namespace,
-        "labels": labels(component, settings),
-        "annotations": dict(annotations or {}),
-    }
+    """Explicit names: a replaced object re-attaches what it owned (claims, clusterIP users).
+
+    No empty annotations map: the API server drops it, and pulumi-kubernetes then shows every
+    Secret as changed on each `pulumi up` (seen with the real provider)."""
+    meta: Fields = {"name": name, "namespace": settings.namespace, "labels": labels(component, settings)}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
 
 
 def config_hash(*parts: pulumi.Input[str]) -> pulumi.Output[str]:

@@ -245,7 +245,7 @@ def check_node_volume(resource_type: str, props: Props) -> list[str]:
         messages.append(f"annotation {PRUNED_ANNOTATION} is {pruned!r}, not true/false")
     if facts is None or pruned != "false":
         return messages
-    minimum = facts.default_storage
+    minimum = facts.min_full_storage
     templates = _mappings(_field(props, "spec", "volumeClaimTemplates"))
     if not templates:
         return [f"an unpruned {network} node needs a volume claim of {minimum} or more"]

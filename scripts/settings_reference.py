@@ -7,9 +7,10 @@
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from components.networks import NETWORKS, PRUNED_OVERHEAD_GIB
@@ -38,18 +39,22 @@ def _key(name: str, info: FieldInfo) -> str:
     return info.alias or name
 
 
-def _pulumi_type(info: FieldInfo) -> str | None:
-    """Pulumi's project config knows string, integer, boolean and array (of strings here)."""
+def _pulumi_type(info: FieldInfo) -> tuple[str, dict[str, str] | None]:
+    """The project config type (string, integer, boolean, array, object) and an array's items.
+
+    Pulumi has no number type: decimals are declared as strings and parsed by the program.
+    """
     bare = bare_type(info.annotation)
     if bare is bool:
-        return "boolean"
+        return "boolean", None
     if bare is int:
-        return "integer"
-    if bare is str or get_origin(bare) is Literal:
-        return "string"
-    if get_origin(bare) is tuple and bare_type(get_args(bare)[0]) is str:
-        return "array"
-    return None
+        return "integer", None
+    if get_origin(bare) is tuple:
+        item = bare_type(get_args(bare)[0])
+        return "array", {"type": "string" if item is str else "object"}
+    if get_origin(bare) is dict or (isinstance(bare, type) and issubclass(bare, BaseModel)):
+        return "object", None
+    return "string", None
 
 
 def _default_text(key: str, info: FieldInfo) -> str:
@@ -70,34 +75,36 @@ def _default_text(key: str, info: FieldInfo) -> str:
 
 
 def project_config() -> dict[str, Any]:
-    """Declarations of every setting: with a `config:` block, the CLI refuses undeclared keys.
+    """Declarations of the settings, so `pulumi config` and the docs know their types.
 
     A declared key without a default makes the CLI stop before the program runs, and
-    per-network defaults cannot be expressed there (SV2-FACTS §9): optional and per-network
-    settings are declared with "", which the program reads as "unset". Pulumi knows no
-    number, map or object type: those settings are strings (numbers as text, the rest JSON).
+    per-network defaults cannot be expressed there (SV2-FACTS §9): optional scalars are
+    declared with "" and per-network objects with {}, which the program reads as "unset".
+    Secret settings are left undeclared: a declared secret with a default breaks every
+    preview (pulumi/pulumi#21865), and one without a default would be required.
     """
     config: dict[str, Any] = {}
     for name, info in Settings.model_fields.items():
         key = _key(name, info)
-        kind = _pulumi_type(info)
+        kind, items = _pulumi_type(info)
         default = info.get_default(call_default_factory=True)
-        if (
-            default is None
-            or key in PER_NETWORK_DEFAULTS
-            or (kind is None and not isinstance(default, float))
-        ):
+        if isinstance(default, BaseModel):
+            default = default.model_dump(by_alias=True)
+        entry: dict[str, Any] = {"type": kind, "description": info.description}
+        if items:
+            entry["items"] = items
+        if kind == "object":
+            default = {} if default is None or key in PER_NETWORK_DEFAULTS else dict(default)
+        elif kind == "array":
+            default = [
+                item.model_dump(by_alias=True) if isinstance(item, BaseModel) else item for item in default
+            ]
+        elif default is None or key in PER_NETWORK_DEFAULTS:
             default = ""
-        entry: dict[str, Any] = {"type": kind or "string", "description": info.description}
-        if kind == "array":
-            entry["items"] = {"type": "string"}
-            default = list(default)
-        elif kind is None:
+        elif kind == "string" and not isinstance(default, str):
             default = str(default)
         entry["default"] = default
         config[key] = entry
-    for key, description in SECRET_SETTINGS.items():
-        config[key] = {"type": "string", "description": description, "secret": True, "default": ""}
     return config
 
 

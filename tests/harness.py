@@ -48,6 +48,8 @@ class Registered:
     retain_on_delete: bool
     protect: bool
     depends_on: list[str]
+    provider: str
+    additional_secret_outputs: list[str]
 
     @property
     def plain_inputs(self) -> dict[str, Any]:
@@ -152,6 +154,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     retain_on_delete=bool(request.retainOnDelete),
                     protect=bool(request.protect),
                     depends_on=list(request.dependencies),
+                    provider=request.provider,
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
                 )
             )
         return response

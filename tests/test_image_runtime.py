@@ -34,6 +34,7 @@ IMAGE_VARIABLES = (
     "BITCOIN_CHAIN",
     "SUPERVISOR_RUN_DIR",
     "NODE_STARTSECS",
+    "STARTRETRIES",
     "SUPERVISORD_CONF",
     "SV2_TP_SOCKET_WAIT",
     "SV2_TP_SOCKET_POLL",
@@ -87,6 +88,7 @@ def make_sandbox() -> Iterator[Callable[[str], Sandbox]]:
             "SUPERVISOR_RUN_DIR": str(root / "run"),
             "SUPERVISORD_CONF": str(IMAGE_DIR / "supervisord.conf"),
             "NODE_STARTSECS": "1",
+            "STARTRETRIES": "1",
             "SV2_TP_SOCKET_WAIT": "5",
             "SV2_TP_SOCKET_POLL": "0.05",
             "STANDIN_EVENTS": str(root / "events.log"),
@@ -125,6 +127,9 @@ def assert_key_installed(path: Path, seen_by_tp: dict[str, str], key: bytes = KE
 def test_supervised_node_and_sv2_tp(make_sandbox) -> None:
     """Start order, key install, log routing, restart with the node, stop order on TERM."""
     box = make_sandbox("signet")
+    # Left in the run dir (an emptyDir) by an earlier container that stopped on a FATAL
+    # program: it must not turn this container's clean stop into an error.
+    (box.root / "run" / "fatal-program").write_text("bitcoin-node\n")
     out, err = box.root / "stdout", box.root / "stderr"
     # Append mode: supervisord opens /dev/stdout again, the two must not overwrite each other.
     with out.open("ab") as out_file, err.open("ab") as err_file:
@@ -174,6 +179,60 @@ def test_supervised_node_and_sv2_tp(make_sandbox) -> None:
     assert "start-sv2-tp: installed the authority key" in stderr
     assert "follow-node: bitcoin-node is EXITED: stop sv2-tp" in stderr
     assert not list((box.root / "run").glob("*.log")), "supervisord wrote a log file"
+
+
+def _run_until_it_exits(box: Sandbox, timeout: float) -> tuple[int, str, str]:
+    """Runs entrypoint.sh, which must exit by itself within timeout seconds; returns its
+    exit status, stdout and stderr."""
+    out, err = box.root / "stdout", box.root / "stderr"
+    with out.open("ab") as out_file, err.open("ab") as err_file:
+        supervisord = subprocess.Popen(
+            [str(IMAGE_DIR / "entrypoint.sh")],
+            env=box.env,
+            stdout=out_file,
+            stderr=err_file,
+            start_new_session=True,
+        )
+    try:
+        status = supervisord.wait(timeout=timeout)
+    finally:
+        if supervisord.poll() is None:
+            os.killpg(supervisord.pid, signal.SIGKILL)
+            supervisord.wait()
+    return status, out.read_text(), err.read_text()
+
+
+def test_node_that_never_starts_stops_the_container(make_sandbox) -> None:
+    """A node that fails every start ends in FATAL: the container exits 1 at once, rather
+    than run on with a dead node until the startup probe gives up."""
+    box = make_sandbox("signet")
+    box.env["STANDIN_NODE_EXIT"] = "1"
+    status, stdout, stderr = _run_until_it_exits(box, timeout=20)
+    assert status == 1, stdout + stderr
+    # A first start and STARTRETRIES (1) more, or a few more: on a busy machine supervisord
+    # can look at a failed start only after startsecs, and then counts it as good.
+    assert len(box.events("node-start")) >= 2
+    assert not box.events("tp-start")
+    assert "bitcoin-node entered FATAL state" in stdout
+    assert "follow-node: bitcoin-node is FATAL: stopping supervisord" in stderr
+    assert "run-supervisord: exiting 1 because bitcoin-node reached FATAL" in stderr
+
+
+def test_sv2_tp_that_never_starts_stops_the_container(make_sandbox) -> None:
+    """A Template Provider that cannot start leaves a node that looks healthy but serves no
+    templates: it stops the container too, after a clean stop of the node."""
+    box = make_sandbox("signet")
+    (box.root / "secrets" / "sv2_authority_key").write_bytes(KEY[:32])
+    status, stdout, stderr = _run_until_it_exits(box, timeout=20)
+    assert status == 1, stdout + stderr
+    assert stderr.count("start-sv2-tp: refusing to start") >= 2
+    assert not box.events("tp-start")
+    # The node was running, and supervisord stopped it with TERM before exiting.
+    assert len(box.events("node-start")) == 1
+    assert len(box.events("node-stop")) == 1
+    assert "sv2-tp entered FATAL state" in stdout
+    assert "follow-node: sv2-tp is FATAL: stopping supervisord" in stderr
+    assert "run-supervisord: exiting 1 because sv2-tp reached FATAL" in stderr
 
 
 def _spawn_start_tp(box: Sandbox) -> subprocess.Popen:

@@ -17,6 +17,7 @@ def options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ServerOptions:
     # The values entrypoint.sh exports.
     monkeypatch.setenv("SUPERVISOR_RUN_DIR", str(tmp_path))
     monkeypatch.setenv("NODE_STARTSECS", "5")
+    monkeypatch.setenv("STARTRETRIES", "3")
     parsed = ServerOptions()
     parsed.realize(["-c", str(CONF)])
     return parsed
@@ -60,12 +61,15 @@ def test_restarts(groups: dict) -> None:
     assert tp.autorestart is RestartUnconditionally
     assert node.autostart and not tp.autostart  # follow-node starts sv2-tp
     assert node.startsecs == 5  # NODE_STARTSECS
+    assert node.startretries == tp.startretries == 3  # STARTRETRIES
     listener = groups["follow-node"]
     assert program(groups, "follow-node").autorestart is RestartUnconditionally
     assert set(listener.pool_events) == {
         EventTypes.PROCESS_STATE_RUNNING,
         EventTypes.PROCESS_STATE_EXITED,
         EventTypes.PROCESS_STATE_STOPPING,
+        # a program that gave up stops the container
+        EventTypes.PROCESS_STATE_FATAL,
     }
 
 

@@ -277,9 +277,9 @@ def test_node_volume_of_the_network_default_passes(network: str) -> None:
 
 
 @pytest.mark.parametrize("network", sorted(NETWORKS))
-def test_node_volume_below_the_network_default_is_a_violation(network: str) -> None:
+def test_node_volume_below_what_a_full_chain_needs_is_a_violation(network: str) -> None:
     (message,) = policies.check_node_volume(STATEFUL_SET, node(network, "5Gi"))
-    assert NETWORKS[network].default_storage in message and "5Gi" in message
+    assert NETWORKS[network].min_full_storage in message and "5Gi" in message
 
 
 def test_a_pruned_node_may_be_smaller() -> None:

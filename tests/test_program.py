@@ -11,9 +11,11 @@ import base58
 import kubernetes_validate
 import pytest
 
+from components import image_contract as contract
 from components.keys import public_key_of_secret
 from components.networks import NETWORKS
-from components.renderers import dbcache_mib
+from components.renderers import dbcache_mib, sv2_tp_conf
+from components.settings import parse_settings
 from tests.conftest import (
     by_component,
     find,
@@ -23,7 +25,7 @@ from tests.conftest import (
     shared_reference,
     translator_config,
 )
-from tests.harness import LOAD_BALANCER_IP, Run, run_stack, secret_strings
+from tests.harness import LOAD_BALANCER_IP, ROOT, Run, run_stack, secret_strings
 
 POOL_REQUIRED_KEYS = {
     "listen_address",
@@ -244,9 +246,10 @@ def node_configs(run: Run) -> tuple[str, str]:
 
 def test_network_only_options_sit_where_the_chain_reads_them(run: Run) -> None:
     facts = NETWORKS[run.stack]
-    for text in node_configs(run):
+    chain_options = [("chain", facts.core_chain), facts.sv2_tp_chain_option]
+    for text, (chain_option, value) in zip(node_configs(run), chain_options, strict=True):
         parsed = _ini_sections(text)
-        assert parsed["top"]["chain"] == facts.core_chain
+        assert parsed["top"][chain_option] == str(value)
         where = "top" if facts.core_chain == "main" else facts.core_chain
         outside = {s for s in parsed.sections() if s != where}
         for section in outside:
@@ -410,8 +413,8 @@ def test_nothing_pulumi_awaits_depends_on_the_node_sync(run: Run) -> None:
 # --- structure ------------------------------------------------------------------------
 
 
-def test_components_have_type_tokens_and_own_their_children(runs: dict[str, Run]) -> None:
-    run = runs["signet"]
+def test_components_have_type_tokens_and_own_their_children() -> None:
+    run = run_stack("signet", {"monitoringEnabled": "true"})
     components = {r.type: r for r in run.resources if r.type.startswith("sv2:")}
     assert set(components) == {
         "sv2:credentials:Credentials",
@@ -442,3 +445,79 @@ def test_stack_outputs(stack: str, runs: dict[str, Run]) -> None:
         "rpcPassword",
         "nodeImage",
     } <= set(outputs)
+
+
+def test_secrets_and_config_maps_change_in_place(runs: dict[str, Run]) -> None:
+    # Without the mutable flags pulumi-kubernetes replaces a Secret or ConfigMap whose data
+    # changes (delete first), and with it what mounts it (SV2-FACTS §9).
+    run = runs["signet"]
+    (provider,) = run.of_type("pulumi:providers:kubernetes")
+    assert provider.plain_inputs["enableSecretMutable"] in (True, "true")
+    assert provider.plain_inputs["enableConfigMapMutable"] in (True, "true")
+    kubernetes_objects = [r for r in run.resources if r.type.startswith("kubernetes:")]
+    assert kubernetes_objects
+    for resource in kubernetes_objects:
+        assert resource.provider.startswith(provider.urn + "::"), f"{resource.name} uses {resource.provider}"
+
+
+def test_the_image_build_context_does_not_depend_on_the_checkout(runs: dict[str, Run]) -> None:
+    # pulumi-docker diffs the context as given: an absolute path rebuilds and re-pushes the
+    # image, and rolls the node, whenever the checkout moves (SV2-FACTS §9).
+    (image,) = runs["signet"].of_type("docker:index/image:Image")
+    context = image.plain_inputs["build"]["context"]
+    assert context == "docker/bitcoin-node"
+    assert (ROOT / context / "Dockerfile").is_file()
+
+
+def test_every_random_credential_is_secret_in_state(runs: dict[str, Run]) -> None:
+    # pulumi-random keeps ids in plain text: RandomBytes' id is its base64, RandomString's its
+    # result, and RandomString's result is not even a secret output (SV2-FACTS §9). Only
+    # RandomPassword (id "none", result secret) may carry credentials: the RPC user included.
+    random_resources = [r for r in runs["signet"].resources if r.type.startswith("random:")]
+    assert {r.type for r in random_resources} == {"random:index/randomPassword:RandomPassword"}
+    assert {r.name for r in random_resources} >= {"credentials-rpc-user", "credentials-pool-authority"}
+
+
+def test_sv2_tp_is_told_signet_with_the_option_it_checks() -> None:
+    # sv2-tp looks at -signet, not at -chain=signet, for a signet-only template rule.
+    settings = parse_settings({"payoutAddress": "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"})
+    top = sv2_tp_conf(settings).split("\n\n")[0].splitlines()
+    assert "signet=1" in top
+    assert not [line for line in top if line.startswith("chain=")]
+
+
+@pytest.mark.parametrize(
+    ("stack", "before_sync"), [("signet", True), ("testnet4", False), ("mainnet", False)]
+)
+def test_the_template_provider_is_reachable_whenever_sv2_tp_serves(
+    runs: dict[str, Run], stack: str, before_sync: bool
+) -> None:
+    # The node's pod is ready only out of initial block download. sv2-tp serves templates
+    # before that on signet only: there the Service must route to the unready pod, or a
+    # private signet (which stays "in IBD" until somebody mines) deadlocks (SV2-FACTS §7);
+    # elsewhere a syncing node must take no work.
+    run = runs[stack]
+    name = node_name(run)
+    spec = only(run, "Service", f"{name}-tp")["spec"]
+    assert bool(spec.get("publishNotReadyAddresses")) is before_sync
+    node = only(run, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert node["readinessProbe"]["exec"]["command"] == list(contract.READINESS_COMMAND)
+
+
+@pytest.mark.parametrize(("stack", "fixed_port"), [("signet", None), ("mainnet", "30333")])
+def test_peers_learn_the_node_port_they_can_reach(stack: str, fixed_port: str | None) -> None:
+    # Peers connect to what the node advertises; behind a NodePort that is the NodePort,
+    # not the container's P2P port.
+    overrides = {"p2pExternalAddress": "203.0.113.5", **({"p2pNodePort": fixed_port} if fixed_port else {})}
+    run = run_stack(stack, overrides)
+    assert run.error is None, run.error
+    name = node_name(run)
+    node_port = only(run, "Service", f"{name}-p2p")["spec"]["ports"][0]["nodePort"]
+    assert fixed_port is None or node_port == int(fixed_port)
+    facts = NETWORKS[stack]
+    section = _ini_sections(node_configs(run)[0])["top" if facts.section is None else facts.section]
+    assert section["externalip"] == f"203.0.113.5:{node_port}"
+
+
+def test_without_an_external_address_nothing_is_advertised(runs: dict[str, Run]) -> None:
+    assert "externalip" not in node_configs(runs["signet"])[0]

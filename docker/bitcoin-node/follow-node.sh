@@ -3,6 +3,10 @@
 # reconnect when the node's IPC link drops, so it is stopped when the node exits or is
 # being stopped, and started when the node is RUNNING again (first start included).
 #
+# A program in FATAL has given up for good while the container would look alive: any
+# program reaching it stops supervisord (SIGTERM, the orderly stop), after naming it in
+# FATAL_NOTE so that run-supervisord exits 1 and Kubernetes restarts the container.
+#
 # stdout belongs to the listener protocol (READY / RESULT); messages go to stderr.
 set -eu
 # Event tokens are split on spaces; never expand them as file names.
@@ -38,7 +42,11 @@ while :; do
         esac
     done
 
-    if [ "$process" = "$NODE_PROGRAM" ]; then
+    if [ "$state" = FATAL ]; then
+        echo "follow-node: $process is FATAL: stopping supervisord, the container exits" >&2
+        printf '%s\n' "$process" >"$FATAL_NOTE"
+        kill -TERM "$PPID"
+    elif [ "$process" = "$NODE_PROGRAM" ]; then
         case $state in
             RUNNING) ctl start ;;
             EXITED | STOPPING) ctl stop ;;

@@ -1,0 +1,242 @@
+"""What the e2e asks of the cluster after each step: objects as rendered, pods admitted, no secret
+outside Secrets, which pods rolled, what `destroy` kept."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from scripts.e2e.cluster import ControlPlane, default_crd_dir
+from scripts.e2e.project import cache_dir
+
+PART_OF = "app.kubernetes.io/part-of=sv2-k8s"
+# Shorter strings (ports, "true") occur everywhere by chance; secrets here are keys and passwords.
+MIN_SECRET_LENGTH = 8
+
+
+class Kube(Protocol):
+    env: dict[str, str]
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+@contextlib.contextmanager
+def start_cluster() -> Iterator[Kube]:
+    """The cluster of SV2_E2E_KUBECONFIG, or a private loopback control plane."""
+    external = os.environ.get("SV2_E2E_KUBECONFIG")
+    if external:
+        cluster = ExternalCluster(Path(external))
+        cluster.install_crds(os.environ.get("SV2_E2E_CRDS", ""))
+        yield cluster
+        return
+    crds = os.environ.get("SV2_E2E_CRDS")
+    with ControlPlane(crd_dir=Path(crds) if crds else default_crd_dir()) as plane:
+        yield LoopbackCluster(plane)
+
+
+class LoopbackCluster:
+    """The private control plane of scripts/e2e/cluster.py."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.env = plane.env
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.plane.kubectl(*args, input=input, check=check)
+
+    def describe(self) -> str:
+        return f"loopback control plane up in {self.plane.startup_seconds:.1f} s"
+
+
+class ExternalCluster:
+    """A cluster given by kubeconfig (kind on GitHub)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.env = {"KUBECONFIG": str(kubeconfig)}
+        cached = cache_dir() / "bin" / "kubectl"
+        self.binary = str(cached) if cached.exists() else "kubectl"
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            [self.binary, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **self.env},
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def install_crds(self, source: str) -> None:
+        if source:
+            self.kubectl("apply", "--server-side", "-f", source)
+            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
+
+    def describe(self) -> str:
+        return f"cluster of {self.env['KUBECONFIG']}"
+
+
+class ClusterChecks:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kube.kubectl("get", "-o", "json", *args))
+
+    def items(self, kinds: str, namespace: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.get(kinds, "-n", namespace)["items"]
+        return found
+
+    def as_rendered(self, state: list[dict[str, Any]]) -> list[str]:
+        """Every Kubernetes object in the stack's state exists, labelled and filled as Pulumi says."""
+        checked = 0
+        for resource in state:
+            kind_type = str(resource.get("type", ""))
+            if not kind_type.startswith("kubernetes:"):
+                continue
+            outputs = resource.get("outputs") or {}
+            meta = outputs.get("metadata") or {}
+            # Type tokens read kubernetes:<group>/<version>:<Kind>; kubectl takes Kind.version.group.
+            group, version = kind_type.split(":")[1].split("/")
+            kind = str(outputs.get("kind"))
+            target = kind if group == "core" else f"{kind}.{version}.{group}"
+            args = [target.lower(), str(meta["name"])]
+            if meta.get("namespace"):
+                args += ["-n", str(meta["namespace"])]
+            live = self.get(*args)
+            labels = live["metadata"].get("labels") or {}
+            if {k: v for k, v in (meta.get("labels") or {}).items() if labels.get(k) != v}:
+                raise AssertionError(f"{kind} {meta['name']}: labels differ from the rendered ones")
+            if kind == "ConfigMap" and live.get("data") != outputs.get("data"):
+                raise AssertionError(f"ConfigMap {meta['name']}: data differs from the rendered data")
+            if kind == "Secret":
+                # Compare as base64: the TP key file is binary.
+                wanted = dict(outputs.get("data") or {})
+                wanted.update(
+                    {
+                        k: base64.b64encode(v.encode()).decode()
+                        for k, v in (outputs.get("stringData") or {}).items()
+                    }
+                )
+                got = live.get("data") or {}
+                if got != wanted:
+                    differ = sorted(k for k in set(got) | set(wanted) if got.get(k) != wanted.get(k))
+                    raise AssertionError(f"Secret {meta['name']}: {differ} differ from the rendered data")
+            checked += 1
+        return [f"{checked} objects as rendered"]
+
+    def pods_admitted(self, namespace: str, count: int, timeout: float = 120.0) -> list[str]:
+        """The controllers created every Pod, and Pod Security `restricted` let them in."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.items("pods", namespace)
+            events = self.items("events", namespace)
+            denied = [e["message"] for e in events if "violates PodSecurity" in e.get("message", "")]
+            if denied:
+                raise AssertionError("Pod Security refused pods: " + "; ".join(sorted(set(denied))[:3]))
+            if len(pods) >= count:
+                return [f"{len(pods)} pods admitted (restricted)"]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(pods)} of {count} pods created in {namespace}")
+            time.sleep(1)
+
+    def no_secret_outside_secrets(
+        self, namespace: str, state: list[dict[str, Any]], extra: set[str]
+    ) -> list[str]:
+        """No credential appears in a ConfigMap, an annotation or an env literal.
+
+        The credentials: every random result in the state, the pool's authority secret key (from
+        its TOML), the template provider's key file (hex and base64), the RPC user and password
+        of the exporter's Secret, and `extra` (secret settings)."""
+        secrets = set(extra)
+        for resource in state:
+            if str(resource.get("type", "")).startswith("random:"):
+                secrets.add(str((resource.get("outputs") or {}).get("result", "")))
+        for secret in self.items("secrets", namespace):
+            for key, value in (secret.get("data") or {}).items():
+                raw = base64.b64decode(value)
+                if key == "pool.toml":
+                    secrets.add(str(tomllib.loads(raw.decode())["authority_secret_key"]))
+                elif key == "sv2_authority_key":
+                    secrets.update({raw[1:].hex(), value})
+                elif "\n" not in raw.decode(errors="replace").strip():
+                    secrets.add(raw.decode(errors="replace"))  # single values: user, password
+        secrets = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
+        exposed: list[str] = []
+        objects = self.items("configmaps,services,deployments,statefulsets,pods,serviceaccounts", namespace)
+        for obj in objects:
+            where = f"{obj['kind']} {obj['metadata']['name']}"
+            texts = list((obj["metadata"].get("annotations") or {}).values())
+            if obj["kind"] == "ConfigMap":
+                texts += list((obj.get("data") or {}).values())
+            texts += [env.get("value", "") for env in _env_vars(obj)]
+            exposed += [where for text in texts for secret in secrets if secret in text]
+        if exposed:
+            raise AssertionError(f"secret values outside Secrets: {sorted(set(exposed))}")
+        return [f"{len(secrets)} secret values, none outside Secrets"]
+
+    def pod_templates(self, namespace: str) -> dict[str, tuple[str, str]]:
+        """Workload → (uid, digest of its pod template)."""
+        found: dict[str, tuple[str, str]] = {}
+        for obj in self.items("statefulsets,deployments", namespace):
+            key = "StatefulSet" if obj["kind"] == "StatefulSet" else f"Deployment::{obj['metadata']['name']}"
+            template = json.dumps(obj["spec"]["template"], sort_keys=True)
+            found[key] = (obj["metadata"]["uid"], hashlib.sha256(template.encode()).hexdigest())
+        return found
+
+    def rolled(
+        self, namespace: str, before: dict[str, tuple[str, str]], *, rolls: set[str], stays: set[str]
+    ) -> list[str]:
+        after = self.pod_templates(namespace)
+        replaced = [k for k in before if k in after and after[k][0] != before[k][0]]
+        if replaced:
+            raise AssertionError(f"replaced (new uid): {replaced}")
+        changed = {k for k in before if k in after and after[k][1] != before[k][1]}
+        if rolls - changed or changed & stays:
+            raise AssertionError(f"pod templates changed: {sorted(changed)}; expected {sorted(rolls)} only")
+        return [f"rolled {', '.join(sorted(changed))}", "no workload replaced"]
+
+    def after_destroy(self, namespace: str, *, retained: bool, timeout: float = 90.0) -> list[str]:
+        if not retained:
+            deadline = time.monotonic() + timeout
+            while self.kube.kubectl(
+                "get", "namespace", namespace, "--ignore-not-found", "-o", "name"
+            ).strip():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"namespace {namespace} still exists")
+                time.sleep(1)
+            return ["namespace and claims deleted (retainChainData false)"]
+        if not self.kube.kubectl("get", "namespace", namespace, "--ignore-not-found", "-o", "name").strip():
+            raise AssertionError(f"namespace {namespace} was deleted")
+        claims = [c["metadata"]["name"] for c in self.items("persistentvolumeclaims", namespace)]
+        if not any(name.startswith("chain-data-") for name in claims):
+            raise AssertionError(f"the chain-data claim is gone (claims: {claims})")
+        left = self.get(
+            "statefulsets,deployments,services,configmaps,secrets", "-n", namespace, "-l", PART_OF
+        )
+        if left["items"]:
+            raise AssertionError(
+                f"left behind: {[o['kind'] + ' ' + o['metadata']['name'] for o in left['items']]}"
+            )
+        return [f"kept namespace and {', '.join(claims)}"]
+
+
+def _env_vars(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    pod = spec.get("template", {}).get("spec") if "template" in spec else spec
+    containers = [*(pod or {}).get("containers", []), *(pod or {}).get("initContainers", [])]
+    return [env for c in containers for env in c.get("env") or []]

