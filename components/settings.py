@@ -7,27 +7,43 @@ Nothing is created before `load_settings` returns, so a bad value costs only an 
 """
 
 import contextlib
-import ipaddress
 import json
-import re
 from collections.abc import Callable, Mapping
 from types import UnionType
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 import pulumi
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from components.addresses import accepted_address_forms, address_problem
 from components.networks import NETWORKS, NetworkFacts, pruned_storage
-from components.quantities import canonical_quantity, mebibytes, parse_quantity
+from components.quantities import mebibytes, parse_quantity
+from components.setting_types import (
+    HEX,
+    I64_MAX,
+    MAX_CERT_VALIDITY_SECS,
+    MAX_POOL_SIGNATURE_BYTES,
+    MAX_USER_IDENTITY_BYTES,
+    U16_MAX,
+    DnsLabel,
+    Image,
+    Labels,
+    Model,
+    Peer,
+    Percent,
+    PositiveF32,
+    Quantity,
+    Resources,
+    Toleration,
+    Upstream,
+    annotations_check,
+    cidr_check,
+    coinbase_tag_check,
+    host_check,
+    node_port_check,
+    utf8_at_most,
+)
 
 PROJECT: Final = "sv2-k8s"
 # Smallest prune target Bitcoin Core accepts, in MiB.
@@ -35,205 +51,9 @@ MIN_PRUNE_MIB: Final = 550
 # Below this the node cannot hold a useful dbcache next to its mempool.
 MIN_NODE_MEMORY_MIB: Final = 2048
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_IMAGE_REF = re.compile(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-# host[:port] of a peer: a name or IPv4 address, or [IPv6]; nothing that could end a config line.
-_PEER = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$")
-# Kubernetes label/annotation keys: an optional DNS-subdomain prefix and a name.
-_QUALIFIED_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_HEX = re.compile(r"^([0-9a-fA-F]{2})+$")
-
-# Field types of sv2-apps v0.2.0 (pool-apps/pool/src/lib/config.rs, miner-apps/translator/src/lib/
-# config.rs, stratum-apps 0.3.0 utils/types.rs): rates and hashrates are f32, counts usize, ports
-# and keepalive u16. TOML integers are i64 whatever the Rust type.
-F32_MAX: Final = 3.4028234663852886e38
-F32_MIN_NORMAL: Final = 1.1754943508222875e-38
-I64_MAX: Final = 2**63 - 1
-U16_MAX: Final = 65535
-# noise_sv2 1.4.2 (responder.rs) keeps the certificate validity as u32 seconds added to the
-# current Unix time, itself a u32: past 2**31 the sum overflows before 2038.
-MAX_CERT_VALIDITY_SECS: Final = 2**31 - 1
-# The translator sends "<userIdentity>.miner<u32 id>" and, when aggregating,
-# "<userIdentity up to its first dot>.translator-proxy", each as a Str0255 (at most 255 bytes).
-MAX_USER_IDENTITY_BYTES: Final = 255 - max(len(".miner") + len(str(2**32 - 1)), len(".translator-proxy"))
-# The pool writes "/<poolSignature>/<miner tag>/" in one push of the coinbase scriptSig, which
-# consensus caps at 100 bytes next to the BIP34 height and the pool's 20-byte extranonce push.
-MAX_POOL_SIGNATURE_BYTES: Final = 32
-
 
 class SettingsError(Exception):
     """Invalid stack settings; the message names each bad key and what it accepts."""
-
-
-# --- reusable value checks -------------------------------------------------------------
-
-
-def _quantity(text: str) -> str:
-    if parse_quantity(text) <= 0:
-        raise ValueError("must be greater than zero")
-    # The API server stores the canonical form: anything else is a diff on every `pulumi up`.
-    return canonical_quantity(text)
-
-
-def _utf8_at_most(limit: int) -> Callable[[str], str]:
-    def check(text: str) -> str:
-        if len(text.encode()) > limit:
-            raise ValueError(f"is {len(text.encode())} bytes in UTF-8, more than {limit}")
-        return text
-
-    return check
-
-
-def _coinbase_tag(text: str) -> str:
-    if not text.isascii() or not text.isprintable() or "/" in text:
-        raise ValueError("must be printable ASCII without '/' (the coinbase tag delimiter)")
-    return _utf8_at_most(MAX_POOL_SIGNATURE_BYTES)(text)
-
-
-def _f32(value: float) -> float:
-    if not F32_MIN_NORMAL <= value <= F32_MAX:
-        raise ValueError(f"is outside what a 32-bit float holds ({F32_MIN_NORMAL:.3g} to {F32_MAX:.3g})")
-    return value
-
-
-def _dns_label(text: str) -> str:
-    if not _DNS_LABEL.match(text):
-        raise ValueError("must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)")
-    return text
-
-
-def _image(text: str) -> str:
-    if "@sha256:" not in text:
-        tag = text.rsplit("/", 1)[-1].partition(":")[2]
-        if not tag:
-            raise ValueError("needs an explicit tag or @sha256 digest")
-        if tag == "latest":
-            raise ValueError("'latest' is not a reproducible tag")
-    if not _IMAGE_REF.match(text):
-        raise ValueError("is not an image reference")
-    return text
-
-
-def _peer(text: str) -> str:
-    if not _PEER.match(text):
-        raise ValueError("is not host[:port]")
-    return text
-
-
-def _host(text: str) -> str:
-    if not _PEER.match(text) or (":" in text and not text.startswith("[")):
-        raise ValueError("is not an IP address or DNS name")
-    return text.strip("[]")
-
-
-def _labels(values: dict[str, str]) -> dict[str, str]:
-    for key, value in values.items():
-        if not _QUALIFIED_KEY.match(key):
-            raise ValueError(f"{key!r} is not a Kubernetes label key")
-        if not _LABEL_VALUE.match(value):
-            raise ValueError(f"{value!r} is not a Kubernetes label value")
-    return values
-
-
-def _annotations(values: dict[str, str]) -> dict[str, str]:
-    for key in values:
-        if not _QUALIFIED_KEY.match(key):
-            raise ValueError(f"{key!r} is not a Kubernetes annotation key")
-        if key.startswith("pulumi.com/"):
-            # The program decides how long `pulumi up` waits for the miners' address.
-            raise ValueError(f"{key!r} is reserved: the program sets pulumi.com/ annotations")
-    return values
-
-
-def _node_port(port: int) -> int:
-    if port != 0 and not 30000 <= port <= 32767:
-        raise ValueError("is outside the NodePort range")
-    return port
-
-
-def _ip_literal(text: str) -> str:
-    # sv2-apps v0.2.0 accepts IP literals only (SV2-FACTS §1).
-    ipaddress.ip_address(text)
-    return text
-
-
-def _cidr(text: str) -> str:
-    ipaddress.ip_network(text, strict=True)
-    return text
-
-
-def _authority_pubkey(text: str) -> str:
-    # Imported here to keep settings free of the secp256k1 dependency at import time.
-    from components.keys import is_authority_public_key
-
-    if not is_authority_public_key(text):
-        raise ValueError("is not an SV2 authority public key (base58check, starts with 9)")
-    return text
-
-
-Quantity = Annotated[str, AfterValidator(_quantity)]
-# A positive f32 of sv2-apps (rates, hashrates).
-PositiveF32 = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_f32)]
-Labels = Annotated[dict[str, str], AfterValidator(_labels)]
-Peer = Annotated[str, AfterValidator(_peer)]
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-Image = Annotated[str, AfterValidator(_image)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Percent = Annotated[int, Field(ge=1, le=100)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-
-class ResourceAmounts(_Model):
-    cpu: Quantity
-    memory: Quantity
-
-
-class Resources(_Model):
-    """Requests and limits of one container."""
-
-    requests: ResourceAmounts
-    limits: ResourceAmounts
-
-    @model_validator(mode="after")
-    def _requests_within_limits(self) -> "Resources":
-        for kind in ("cpu", "memory"):
-            request = parse_quantity(getattr(self.requests, kind))
-            limit = parse_quantity(getattr(self.limits, kind))
-            if request > limit:
-                raise ValueError(f"requests.{kind} exceeds limits.{kind}")
-        return self
-
-
-class Upstream(_Model):
-    """A failover pool for the translator, tried after our own pool."""
-
-    address: Annotated[str, AfterValidator(_ip_literal)]
-    port: Port
-    authority_pubkey: Annotated[str, AfterValidator(_authority_pubkey)]
-
-
-class Toleration(_Model):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
-
-    @model_validator(mode="after")
-    def _as_the_api_server_requires(self) -> "Toleration":
-        if self.operator == "Exists" and self.value:
-            raise ValueError("operator Exists takes no value")
-        if self.operator == "Equal" and not self.key:
-            raise ValueError("operator Equal needs a key")
-        if self.toleration_seconds is not None and self.effect != "NoExecute":
-            raise ValueError("tolerationSeconds needs effect NoExecute")
-        return self
 
 
 def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
@@ -267,7 +87,7 @@ def _described(description: str, accepted: str, **kwargs: Any) -> Any:
     return Field(description=description, json_schema_extra={"accepted": accepted}, **kwargs)
 
 
-class Settings(_Model):
+class Settings(Model):
     """All settings of one stack. Attribute names are snake_case; keys are camelCase."""
 
     # -- network and placement
@@ -357,13 +177,13 @@ class Settings(_Model):
         "{requests: {cpu, memory}, limits: {cpu, memory}}",
         default=None,
     )
-    p2p_node_port: Annotated[int, AfterValidator(_node_port)] = _described(
+    p2p_node_port: Annotated[int, AfterValidator(node_port_check)] = _described(
         "Fixed NodePort for P2P; 0 lets Kubernetes pick one.",
         "0, or a port from 30000 to 32767",
         default=0,
         alias="p2pNodePort",  # to_camel would spell it p2PNodePort
     )
-    p2p_external_address: Annotated[str, AfterValidator(_host)] | None = _described(
+    p2p_external_address: Annotated[str, AfterValidator(host_check)] | None = _described(
         "Address (IP or DNS name) at which peers reach a cluster node; the node advertises it with "
         "the P2P NodePort, so inbound peers find it.",
         "an IP address or DNS name, without a port",
@@ -396,7 +216,7 @@ class Settings(_Model):
         default=(),
     )
     # -- pool
-    pool_signature: Annotated[str, AfterValidator(_coinbase_tag)] = _described(
+    pool_signature: Annotated[str, AfterValidator(coinbase_tag_check)] = _described(
         "Text the pool writes into the coinbase.",
         f"1 to {MAX_POOL_SIGNATURE_BYTES} printable ASCII characters, no '/'",
         default="sv2-k8s",
@@ -439,7 +259,7 @@ class Settings(_Model):
         "{requests: {cpu, memory}, limits: {cpu, memory}}",
         default=Resources.model_validate(_resources("100m", "128Mi", "1", "256Mi")),
     )
-    user_identity: Annotated[str, AfterValidator(_utf8_at_most(MAX_USER_IDENTITY_BYTES))] = _described(
+    user_identity: Annotated[str, AfterValidator(utf8_at_most(MAX_USER_IDENTITY_BYTES))] = _described(
         "User identity the translator presents upstream.",
         f"a non-empty string of at most {MAX_USER_IDENTITY_BYTES} bytes",
         default="sv2-k8s",
@@ -473,7 +293,7 @@ class Settings(_Model):
         default=(),
     )
     # -- miners' load balancer
-    lb_source_ranges: tuple[Annotated[str, AfterValidator(_cidr)], ...] = _described(
+    lb_source_ranges: tuple[Annotated[str, AfterValidator(cidr_check)], ...] = _described(
         "CIDRs allowed to reach the miners' LoadBalancer; empty allows everyone.",
         "a list of CIDRs such as 203.0.113.0/24",
         default=(),
@@ -483,7 +303,7 @@ class Settings(_Model):
         "Local or Cluster",
         default="Local",
     )
-    lb_annotations: Annotated[dict[str, str], AfterValidator(_annotations)] = _described(
+    lb_annotations: Annotated[dict[str, str], AfterValidator(annotations_check)] = _described(
         "Annotations of the miners' LoadBalancer Service (cloud-specific).",
         "a map of annotation to value",
         default_factory=dict,
@@ -604,7 +424,7 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
         ):
             if value:
                 problems.append((key, f"applies to signet only, not {net.name}", "unset"))
-    if settings.signet_challenge is not None and not _HEX.match(settings.signet_challenge):
+    if settings.signet_challenge is not None and not HEX.match(settings.signet_challenge):
         problems.append(("signetChallenge", "is not hex", "hex bytes such as 51"))
     if (settings.registry_username is None) != (settings.registry_server is None):
         missing, present = (

@@ -7,7 +7,8 @@ from typing import Any, Final
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.settings import Resources, Settings
+from components.setting_types import Resources
+from components.settings import Settings
 
 PART_OF: Final = "sv2-k8s"
 # Each workload's `app.kubernetes.io/name`: what Services, NetworkPolicies and monitors select.

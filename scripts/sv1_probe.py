@@ -272,6 +272,7 @@ def _mine(session: Session, worker: str, result: ProbeResult) -> dict[str, str]:
     job, extranonce2, nonce, header = session.jobs[-1], 0, 0, b""
     while True:
         session.pump("mining", block=False)
+        time.sleep(0)  # yields the GIL: an embedding program's threads (a test server) keep running
         latest = session.jobs[-1]
         if latest is not job and (latest.clean or latest.extranonce1 != job.extranonce1):
             job, extranonce2, nonce, header = latest, 0, 0, b""

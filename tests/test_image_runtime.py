@@ -124,22 +124,28 @@ def assert_key_installed(path: Path, seen_by_tp: dict[str, str], key: bytes = KE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_supervised_node_and_sv2_tp(make_sandbox) -> None:
-    """Start order, key install, log routing, restart with the node, stop order on TERM."""
-    box = make_sandbox("signet")
-    # Left in the run dir (an emptyDir) by an earlier container that stopped on a FATAL
-    # program: it must not turn this container's clean stop into an error.
-    (box.root / "run" / "fatal-program").write_text("bitcoin-node\n")
+def _start_entrypoint(box: Sandbox) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """entrypoint.sh in a session of its own, its output appended to two files (append mode:
+    supervisord opens /dev/stdout again, and the two must not overwrite each other)."""
     out, err = box.root / "stdout", box.root / "stderr"
-    # Append mode: supervisord opens /dev/stdout again, the two must not overwrite each other.
     with out.open("ab") as out_file, err.open("ab") as err_file:
-        supervisord = subprocess.Popen(
+        process = subprocess.Popen(
             [str(IMAGE_DIR / "entrypoint.sh")],
             env=box.env,
             stdout=out_file,
             stderr=err_file,
             start_new_session=True,
         )
+    return process, out, err
+
+
+def test_supervised_node_and_sv2_tp(make_sandbox) -> None:
+    """Start order, key install, log routing, restart with the node, stop order on TERM."""
+    box = make_sandbox("signet")
+    # Left in the run dir (an emptyDir) by an earlier container that stopped on a FATAL
+    # program: it must not turn this container's clean stop into an error.
+    (box.root / "run" / "fatal-program").write_text("bitcoin-node\n")
+    supervisord, out, err = _start_entrypoint(box)
     try:
         wait_for(lambda: box.events("tp-start"), 10, "sv2-tp's first start")
         # sv2-tp started after the node made its socket, and saw the key in the net datadir.
@@ -184,15 +190,7 @@ def test_supervised_node_and_sv2_tp(make_sandbox) -> None:
 def _run_until_it_exits(box: Sandbox, timeout: float) -> tuple[int, str, str]:
     """Runs entrypoint.sh, which must exit by itself within timeout seconds; returns its
     exit status, stdout and stderr."""
-    out, err = box.root / "stdout", box.root / "stderr"
-    with out.open("ab") as out_file, err.open("ab") as err_file:
-        supervisord = subprocess.Popen(
-            [str(IMAGE_DIR / "entrypoint.sh")],
-            env=box.env,
-            stdout=out_file,
-            stderr=err_file,
-            start_new_session=True,
-        )
+    supervisord, out, err = _start_entrypoint(box)
     try:
         status = supervisord.wait(timeout=timeout)
     finally:

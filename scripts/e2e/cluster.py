@@ -47,7 +47,10 @@ CONTROLLERS = (
     "deployment-controller,replicaset-controller,statefulset-controller,horizontal-pod-autoscaler-controller,"
     "disruption-controller,endpoints-controller,endpointslice-controller,garbage-collector-controller,"
     "namespace-controller,serviceaccount-controller,serviceaccount-token-controller,"
-    "root-ca-certificate-publisher-controller"
+    "root-ca-certificate-publisher-controller,"
+    # Claims carry the pvc-protection finalizer: without its controller a deleted namespace that
+    # held a claim never finishes terminating.
+    "persistentvolumeclaim-protection-controller,persistentvolume-protection-controller"
 )
 POD_SECURITY_MARK = "violates PodSecurity"
 

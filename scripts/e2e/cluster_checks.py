@@ -121,6 +121,17 @@ class ClusterChecks:
             labels = live["metadata"].get("labels") or {}
             if {k: v for k, v in (meta.get("labels") or {}).items() if labels.get(k) != v}:
                 raise AssertionError(f"{kind} {meta['name']}: labels differ from the rendered ones")
+            if kind in ("Deployment", "StatefulSet"):
+                # The API server keeps quantities in canonical form ("0.75" → 750m): anything
+                # else written by the program is a difference between Pulumi and the cluster.
+                wanted_resources = [
+                    c.get("resources") for c in resource["inputs"]["spec"]["template"]["spec"]["containers"]
+                ]
+                live_resources = [c.get("resources") for c in live["spec"]["template"]["spec"]["containers"]]
+                if wanted_resources != live_resources:
+                    raise AssertionError(
+                        f"{kind} {meta['name']}: resources {wanted_resources} are stored as {live_resources}"
+                    )
             if kind == "ConfigMap" and live.get("data") != outputs.get("data"):
                 raise AssertionError(f"ConfigMap {meta['name']}: data differs from the rendered data")
             if kind == "Secret":
