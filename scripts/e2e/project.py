@@ -43,7 +43,9 @@ class Project:
 
     def __init__(self, kube_env: dict[str, str], cli: Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-project-"))
-        self.cli = cli or cache_dir() / "bin" / "pulumi"
+        cached = cache_dir() / "bin" / "pulumi"
+        # The cached build here; elsewhere (GitHub) the CLI the workflow installed.
+        self.cli = cli or (cached if cached.exists() else Path(shutil.which("pulumi") or "pulumi"))
         for name in PROGRAM_FILES:
             source = ROOT / name
             if source.is_dir():

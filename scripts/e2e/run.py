@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.e2e.cluster_checks import ClusterChecks, Kube, start_cluster
-from scripts.e2e.project import ROOT, Project, operations, urn_name
+from scripts.e2e.project import ROOT, Project, cache_dir, operations, urn_name
 
 COMMITTED_STACKS = ("signet", "testnet4", "mainnet")
 ALL_SETTINGS = "all-settings"
@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             project.close()
     apps_ok = apps_failed = 0
     skip_apps = os.environ.get("SV2_E2E_SKIP_APPS") == "1"
+    missing = [b for b in ("pool_sv2", "translator_sv2", "fake-tp") if not (cache_dir() / "bin" / b).exists()]
+    if missing and not skip_apps:
+        print(f"e2e sv2-apps: SKIPPED — {', '.join(missing)} not built (make e2e-tools)", flush=True)
+        skip_apps = True
     app_stacks = [] if skip_apps else [s for s in stacks if s in COMMITTED_STACKS]
     for stack in app_stacks:
         try:

