@@ -110,10 +110,31 @@ def _labels(values: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def _outside_yaml(char: str) -> bool:
+    """Characters YAML cannot carry (YAML 1.2 §5.1): most C0 and C1 controls, DEL, U+FFFE/FFFF."""
+    code = ord(char)
+    return (
+        (code < 0x20 and char not in "\t\n\r")
+        or (0x7F <= code <= 0x9F and code != 0x85)
+        or code in (0xFFFE, 0xFFFF)
+        or 0xD800 <= code <= 0xDFFF
+    )
+
+
+def yaml_text_check(text: str) -> str:
+    # pulumi-kubernetes hands objects to the API server through YAML, which refuses these
+    # ("yaml: control characters are not allowed", seen with the real provider).
+    bad = sorted({f"U+{ord(c):04X}" for c in text if _outside_yaml(c)})
+    if bad:
+        raise ValueError(f"contains control characters ({', '.join(bad)})")
+    return text
+
+
 def annotations_check(values: dict[str, str]) -> dict[str, str]:
-    for key in values:
+    for key, value in values.items():
         if not _QUALIFIED_KEY.match(key):
             raise ValueError(f"{key!r} is not a Kubernetes annotation key")
+        yaml_text_check(value)
         if key.startswith("pulumi.com/"):
             # The program decides how long `pulumi up` waits for the miners' address.
             raise ValueError(f"{key!r} is reserved: the program sets pulumi.com/ annotations")
@@ -199,6 +220,10 @@ class Toleration(Model):
 
     @model_validator(mode="after")
     def _as_the_api_server_requires(self) -> "Toleration":
+        if self.key is not None and not _QUALIFIED_KEY.match(self.key):
+            raise ValueError(f"key {self.key!r} is not a Kubernetes label key")
+        if self.value is not None and not _LABEL_VALUE.match(self.value):
+            raise ValueError(f"value {self.value!r} is not a Kubernetes label value")
         if self.operator == "Exists" and self.value:
             raise ValueError("operator Exists takes no value")
         if self.operator == "Equal" and not self.key:

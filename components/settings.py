@@ -43,6 +43,7 @@ from components.setting_types import (
     host_check,
     node_port_check,
     utf8_at_most,
+    yaml_text_check,
 )
 
 PROJECT: Final = "sv2-k8s"
@@ -259,9 +260,11 @@ class Settings(Model):
         "{requests: {cpu, memory}, limits: {cpu, memory}}",
         default=Resources.model_validate(_resources("100m", "128Mi", "1", "256Mi")),
     )
-    user_identity: Annotated[str, AfterValidator(utf8_at_most(MAX_USER_IDENTITY_BYTES))] = _described(
+    user_identity: Annotated[
+        str, AfterValidator(utf8_at_most(MAX_USER_IDENTITY_BYTES)), AfterValidator(yaml_text_check)
+    ] = _described(
         "User identity the translator presents upstream.",
-        f"a non-empty string of at most {MAX_USER_IDENTITY_BYTES} bytes",
+        f"a non-empty string of at most {MAX_USER_IDENTITY_BYTES} bytes, without control characters",
         default="sv2-k8s",
         min_length=1,
     )

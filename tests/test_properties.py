@@ -137,6 +137,10 @@ images = st.one_of(
 
 _effects = st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"])
 # API rules the schema does not carry: Exists has no value, Equal needs a key, and
+# Text YAML can carry: no controls (but tab and newlines), no surrogates, no U+FFFE/U+FFFF.
+yaml_characters = st.characters(
+    blacklist_categories=("Cc", "Cs"), blacklist_characters="\ufffe\uffff"
+) | st.sampled_from("\t\n")
 # tolerationSeconds goes with NoExecute only.
 tolerations = st.one_of(
     st.builds(
@@ -214,7 +218,8 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "translatorCpuTarget": in_range(1, 100),
         "translatorMemoryTarget": in_range(1, 100),
         "translatorResources": resources(),
-        "userIdentity": st.text(min_size=1, max_size=59),  # ≤ 236 bytes in UTF-8, within the 238 allowed
+        # ≤ 236 bytes in UTF-8, within the 238 allowed; YAML (the API server's input) has no controls.
+        "userIdentity": st.text(yaml_characters, min_size=1, max_size=59),
         "p2pExternalAddress": st.ip_addresses(v=4).map(str),
         "minIndividualMinerHashrate": decimal(1, 1e18),
         "translatorSharesPerMinute": decimal(0.01, 1000),
@@ -225,7 +230,9 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "failoverUpstreams": as_json(st.lists(failover_upstreams, max_size=3)),
         "lbSourceRanges": as_json(st.lists(cidrs(), max_size=3)),
         "lbExternalTrafficPolicy": st.sampled_from(["Local", "Cluster"]),
-        "lbAnnotations": as_json(st.dictionaries(label_keys, st.text(max_size=20), max_size=3)),
+        "lbAnnotations": as_json(
+            st.dictionaries(label_keys, st.text(yaml_characters, max_size=20), max_size=3)
+        ),
         "monitoringEnabled": st.sampled_from(["true", "false"]),
         "nodeExporterImage": images,
         "nodeExporterResources": resources(),
@@ -448,6 +455,8 @@ def invalid_entries(stack: str) -> st.SearchStrategy[Bad]:
         bad("certValiditySecs", bad_ints(60, 2**31 - 1)),
         bad("poolSignature", st.text(min_size=33, max_size=60) | st.text(min_size=1).map(lambda t: t + "/")),
         bad("userIdentity", st.text(st.characters(min_codepoint=0x80), min_size=120, max_size=200)),
+        bad("userIdentity", st.sampled_from(["\x00", "a\x1fb", "\x7f", "c1\x9d"])),
+        bad("lbAnnotations", st.sampled_from(["\x07", "x\x89"]).map(lambda v: json.dumps({"a.io/b": v}))),
         bad("p2pExternalAddress", st.sampled_from(["203.0.113.5:8333", "two words", "a,b"])),
         bad("tpIntervalSecs", bad_ints(1)),
         bad("tpFeeDeltaSats", bad_ints(0)),

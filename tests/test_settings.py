@@ -167,6 +167,12 @@ BAD_SETTINGS = [
     ("serverId", "65536"),
     ("p2pExternalAddress", "203.0.113.5:8333"),  # the port is the NodePort's
     ("p2pExternalAddress", "node one"),
+    # The API server receives objects as YAML, which carries no control characters (seen in e2e).
+    ("lbAnnotations", json.dumps({"example.com/note": "bell\u0007"})),
+    ("lbAnnotations", json.dumps({"example.com/note": "c1 \u0089 control"})),
+    ("userIdentity", "farm\u009d"),
+    ("tolerations", json.dumps([{"key": "gpu", "value": "two words"}])),
+    ("tolerations", json.dumps([{"key": "not a key!", "operator": "Exists"}])),
 ]
 
 

@@ -221,6 +221,12 @@ class ClusterChecks:
             raise AssertionError(f"pod templates changed: {sorted(changed)}; expected {sorted(rolls)} only")
         return [f"rolled {', '.join(sorted(changed))}", "no workload replaced"]
 
+    def claim_uids(self, namespace: str) -> dict[str, str]:
+        return {
+            c["metadata"]["name"]: c["metadata"]["uid"]
+            for c in self.items("persistentvolumeclaims", namespace)
+        }
+
     def after_destroy(self, namespace: str, *, retained: bool, timeout: float = 90.0) -> list[str]:
         if not retained:
             deadline = time.monotonic() + timeout

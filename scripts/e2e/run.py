@@ -8,13 +8,15 @@ Then the real pool and translator run the rendered configs (scripts/e2e/sv2_apps
 Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECONFIG (use this
 cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
 SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image); SV2_E2E_CRDS
-(Prometheus Operator CRDs: a folder, or a URL applied with kubectl); SV2_E2E_STACKS (a subset).
+(Prometheus Operator CRDs: a folder, or a URL applied with kubectl); SV2_E2E_STACKS (a subset);
+SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 import time
@@ -137,6 +139,35 @@ class Runner:
             project.destroy(stack)
             details += self.checks.after_destroy(namespace, retained=stack != ALL_SETTINGS)
 
+        if stack != ALL_SETTINGS:
+            with self.step(stack, "up after destroy") as details:
+                # The way back after a destroy: the kept Namespace is adopted, and the new
+                # StatefulSet re-attaches the kept chain-data claim (same uid: same data).
+                claims = self.checks.claim_uids(namespace)
+                project.up(stack)
+                if self.checks.claim_uids(namespace) != claims:
+                    raise AssertionError(
+                        f"chain-data claims changed: {claims} → {self.checks.claim_uids(namespace)}"
+                    )
+                project.destroy(stack)
+                details.append(f"re-attached {', '.join(sorted(claims))}")
+
+    def random_settings(self, index: int) -> None:
+        """Valid settings nobody listed: drawn by the property tests' own strategy, through the real
+        CLI and API server — everything accepted, a second up empty, even against the live objects."""
+        stack, settings = _draw_settings()
+        name = f"{stack}-random{index}"
+        self.project.init_stack(name, stack_file(stack), {**settings, **e2e_settings(stack)})
+        with self.step(name, "up, no-op up") as details:
+            try:
+                self.project.up(name)
+                details += self.checks.as_rendered(self.project.state(name))
+                self.project.up(name, "--expect-no-changes")
+                self.project.preview(name, "--refresh", "--expect-no-changes")
+            except Exception as error:
+                raise AssertionError(f"{error}\n  settings: {json.dumps(settings)}") from error
+            details.append(f"{len(settings)} settings drawn")
+
     def _pod_count(self, stack: str) -> int:
         replicas = 3 if stack == ALL_SETTINGS else 2  # translatorMinReplicas
         return 1 + 1 + replicas  # node, pool, translators
@@ -179,6 +210,31 @@ class Runner:
         return [f"{len(updated)} updated in place", f"{len(allowed)} seeds replaced"]
 
 
+def _draw_settings() -> tuple[str, dict[str, Any]]:
+    """A stack and valid settings for it, as native config values (lists and maps as objects)."""
+    import random
+    import warnings
+
+    from hypothesis.errors import NonInteractiveExampleWarning
+
+    from tests.test_properties import valid_overrides
+
+    stack = random.choice(COMMITTED_STACKS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        drawn = valid_overrides(stack).example()
+    drawn.pop("nodeImage", None)  # the e2e presets it
+    settings: dict[str, Any] = {}
+    for key, text in drawn.items():
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(text)
+            if isinstance(parsed, dict | list):
+                settings[key] = parsed
+                continue
+        settings[key] = text
+    return stack, settings
+
+
 def _same_random_ids(before: list[dict[str, Any]], after: list[dict[str, Any]], rotating: bool) -> None:
     def ids(state: list[dict[str, Any]]) -> dict[str, str]:
         return {r["urn"]: str(r.get("id")) for r in state if str(r.get("type", "")).startswith("random:")}
@@ -205,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 finally:
                     _quiet(functools.partial(project.destroy, stack))
+            for index in range(int(os.environ.get("SV2_E2E_RANDOM", "4"))):
+                try:
+                    runner.random_settings(index)
+                except StepFailedError:
+                    continue
+                finally:
+                    _quiet(functools.partial(_destroy_random, project, index))
         finally:
             project.close()
     apps_ok = apps_failed = 0
@@ -225,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     passed, failed = runner.passed + apps_ok, runner.failed + apps_failed
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _destroy_random(project: Project, index: int) -> None:
+    for stack in COMMITTED_STACKS:
+        if (project.dir / f"Pulumi.{stack}-random{index}.yaml").exists():
+            project.destroy(f"{stack}-random{index}")
 
 
 def _quiet(action: Callable[[], object]) -> None:
