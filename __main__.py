@@ -12,12 +12,12 @@ from components.namespace import kubernetes_provider, mining_namespace
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.networks import TEMPLATE_PROVIDER_PORT
 from components.pool import Pool, PoolArgs
-from components.settings import load_settings
+from components.settings import cluster_connection, load_settings
 from components.translator import Translator, TranslatorArgs
 
 settings, registry_password = load_settings()
 
-cluster = kubernetes_provider()
+cluster = kubernetes_provider(cluster_connection())
 namespace = mining_namespace(settings, cluster)
 in_namespace = pulumi.ResourceOptions(depends_on=[namespace], providers=[cluster])
 credentials = Credentials("credentials", CredentialsArgs(settings))

@@ -3,26 +3,24 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.settings import Settings
+from components.settings import ClusterConnection, Settings
 from components.workload import NETWORK_LABEL, PART_OF
 
 
-def kubernetes_provider() -> k8s.Provider:
+def kubernetes_provider(connection: ClusterConnection) -> k8s.Provider:
     """The provider every Kubernetes object goes through.
 
     By default pulumi-kubernetes replaces a Secret or ConfigMap whose data changes, delete
     first, and then asks whether the StatefulSet and Deployments that mount it must go too
     (SV2-FACTS §9). Mutable, they are updated in place, and the config-hash annotations roll
-    the pods that read them. The kubeconfig and context settings of the default provider
-    (`kubernetes:kubeconfig`, `kubernetes:context`) still apply.
+    the pods that read them. The default provider's kubeconfig and context settings still apply.
     """
-    ambient = pulumi.Config("kubernetes")
     return k8s.Provider(
         "kubernetes",
         enable_secret_mutable=True,
         enable_config_map_mutable=True,
-        kubeconfig=ambient.get("kubeconfig"),
-        context=ambient.get("context"),
+        kubeconfig=connection.kubeconfig,
+        context=connection.context,
     )
 
 

@@ -9,6 +9,7 @@ Nothing is created before `load_settings` returns, so a bad value costs only an 
 import contextlib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
@@ -51,6 +52,9 @@ PROJECT: Final = "sv2-k8s"
 MIN_PRUNE_MIB: Final = 550
 # Below this the node cannot hold a useful dbcache next to its mempool.
 MIN_NODE_MEMORY_MIB: Final = 2048
+# Templates older than an hour miss most of the mempool's fees; no fee rise exceeds all bitcoin.
+MAX_TP_INTERVAL_SECS: Final = 3600
+MAX_MONEY_SATS: Final = 21_000_000 * 100_000_000
 
 
 class SettingsError(Exception):
@@ -191,14 +195,14 @@ class Settings(Model):
         default=None,
         alias="p2pExternalAddress",  # to_camel would spell it p2PExternalAddress
     )
-    tp_interval_secs: Annotated[int, Field(ge=1)] = _described(
+    tp_interval_secs: Annotated[int, Field(ge=1, le=MAX_TP_INTERVAL_SECS)] = _described(
         "sv2-tp: seconds between template updates (-sv2interval).",
-        "a whole number of seconds, at least 1",
+        f"1 to {MAX_TP_INTERVAL_SECS} seconds",
         default=30,
     )
-    tp_fee_delta_sats: Annotated[int, Field(ge=0)] = _described(
+    tp_fee_delta_sats: Annotated[int, Field(ge=0, le=MAX_MONEY_SATS)] = _described(
         "sv2-tp: fee increase in sats that triggers a new template (-sv2feedelta).",
-        "a whole number of sats, 0 or more",
+        "0 to 2.1e15 sats (all bitcoin)",
         default=1000,
     )
     signet_challenge: str | None = _described(
@@ -531,21 +535,16 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "<stack>") -> Settings:
         if key not in ALL_KEYS:
             problems.append((key, "is not a setting of this project", "see README's reference"))
         elif key in STRUCTURED_KEYS:
-            if isinstance(value, str):
-                if value == "":
-                    continue  # older stack files spelled "unset" as ""
-                try:
+            if value == "":
+                continue  # older stack files spelled "unset" as ""
+            if isinstance(value, str):  # JSON text, as stack files had it before native objects
+                with contextlib.suppress(json.JSONDecodeError):
                     value = json.loads(value)
-                except json.JSONDecodeError:
-                    _, accepted = field_info(key)
-                    problems.append((key, "is not a list or map", accepted))
-                    continue
             if not isinstance(value, dict | list):
                 _, accepted = field_info(key)
                 problems.append((key, "is not a list or map", accepted))
                 continue
-            if value in ({}, []) and key in MERGED_KEYS | set(PER_NETWORK_DEFAULTS):
-                continue  # Pulumi.yaml declares these with an empty object: the default applies
+            # An empty resources object (Pulumi.yaml's declaration) merges into the default below.
             values[key] = value
         elif value != "":  # Pulumi.yaml declares optional scalar settings with "" for "unset"
             values[key] = value
@@ -577,6 +576,20 @@ def _project_config_keys() -> list[str]:
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
     return [key.removeprefix(prefix) for key in merged if key.startswith(prefix)]
+
+
+@dataclass(frozen=True)
+class ClusterConnection:
+    """The default provider's `kubernetes:kubeconfig` and `kubernetes:context`, for the program's
+    explicit provider. A kubeconfig carries credentials: it stays a secret Output."""
+
+    kubeconfig: pulumi.Output[str] | None
+    context: str | None
+
+
+def cluster_connection() -> ClusterConnection:
+    kubernetes = pulumi.Config("kubernetes")
+    return ClusterConnection(kubernetes.get_secret("kubeconfig"), kubernetes.get("context"))
 
 
 def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:

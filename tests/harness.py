@@ -203,7 +203,8 @@ def run_stack(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi.runtime.settings.ROOT.set(None)
-    pulumi.runtime.set_all_config({f"{PROJECT}:{k}": v for k, v in config.items()})
+    # Keys with a namespace of their own (kubernetes:context) go in as they are.
+    pulumi.runtime.set_all_config({k if ":" in k else f"{PROJECT}:{k}": v for k, v in config.items()})
     mocks = StackMocks()
     monitor = RecordingMonitor(mocks, run)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)

@@ -521,3 +521,14 @@ def test_peers_learn_the_node_port_they_can_reach(stack: str, fixed_port: str | 
 
 def test_without_an_external_address_nothing_is_advertised(runs: dict[str, Run]) -> None:
     assert "externalip" not in node_configs(runs["signet"])[0]
+
+
+def test_a_kubeconfig_from_stack_config_stays_secret() -> None:
+    # The explicit provider takes the default provider's settings; a kubeconfig holds
+    # credentials, so it must reach the provider (and the state) as a secret.
+    kubeconfig = "apiVersion: v1\nusers: [{name: admin, user: {token: not-for-logs}}]"
+    run = run_stack("signet", {"kubernetes:kubeconfig": kubeconfig, "kubernetes:context": "farm"})
+    assert run.error is None, run.error
+    (provider,) = run.of_type("pulumi:providers:kubernetes")
+    assert kubeconfig in secret_strings(provider.inputs)
+    assert provider.plain_inputs["context"] == "farm"

@@ -167,6 +167,10 @@ BAD_SETTINGS = [
     ("serverId", "65536"),
     ("p2pExternalAddress", "203.0.113.5:8333"),  # the port is the NodePort's
     ("p2pExternalAddress", "node one"),
+    ("storageSize", "１０Gi"),  # fullwidth digits: Python's \d takes them, the API server does not
+    ("tpIntervalSecs", "3601"),
+    ("tpIntervalSecs", str(10**23)),
+    ("tpFeeDeltaSats", str(21_000_000 * 10**8 + 1)),
     # The API server receives objects as YAML, which carries no control characters (seen in e2e).
     ("lbAnnotations", json.dumps({"example.com/note": "bell\u0007"})),
     ("lbAnnotations", json.dumps({"example.com/note": "c1 \u0089 control"})),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pulumi.runtime import rpc
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "sv2-k8s"
@@ -116,14 +117,11 @@ class Project:
         return resources
 
 
-# How a checkpoint marks a secret: {SECRET_SIG_KEY: SECRET_SIG, "plaintext": <JSON text>}.
-SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-
-
 def _unwrap(value: Any) -> Any:
+    """Secrets as `stack export --show-secrets` writes them, {<sig key>: <secret sig>, plaintext: JSON},
+    replaced by their values; the markers are the SDK's own."""
     if isinstance(value, dict):
-        if value.get(SECRET_SIG_KEY) == SECRET_SIG and "plaintext" in value:
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig and "plaintext" in value:
             return _unwrap(json.loads(value["plaintext"]))
         return {k: _unwrap(v) for k, v in value.items()}
     if isinstance(value, list):
