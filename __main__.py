@@ -12,7 +12,7 @@ from components.namespace import kubernetes_provider, mining_namespace
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.networks import TEMPLATE_PROVIDER_PORT
 from components.pool import Pool, PoolArgs
-from components.settings import cluster_connection, load_settings
+from components.stack_config import cluster_connection, load_settings
 from components.translator import Translator, TranslatorArgs
 
 settings, registry_password = load_settings()

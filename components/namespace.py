@@ -3,7 +3,8 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.settings import ClusterConnection, Settings
+from components.settings import Settings
+from components.stack_config import ClusterConnection
 from components.workload import NETWORK_LABEL, PART_OF
 
 

@@ -16,7 +16,7 @@ from components.monitoring import (
     SV2_APPS_V020_ONLY,
     SV2_APPS_V030_ONLY,
 )
-from components.settings import SettingsError, parse_settings
+from components.stack_config import SettingsError, parse_settings
 from tests.conftest import find, only, shared_reference
 from tests.harness import STACKS, Run, run_stack
 

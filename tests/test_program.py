@@ -15,7 +15,7 @@ from components import image_contract as contract
 from components.keys import public_key_of_secret
 from components.networks import NETWORKS
 from components.renderers import dbcache_mib, sv2_tp_conf
-from components.settings import parse_settings
+from components.stack_config import parse_settings
 from tests.conftest import (
     by_component,
     find,

@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.settings import ALL_KEYS, SettingsError
+from components.settings import ALL_KEYS
+from components.stack_config import SettingsError
 from tests.harness import STACKS, run_stack
 
 # A valid SV2 authority public key (sv2-apps' example configs).
@@ -193,7 +194,7 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "translatorImage": images,
         "nodeImage": images,
         "nodePlatform": st.sampled_from(["amd64", "arm64"]),
-        # At least 1Gi: a smaller node volume is refused (components/settings.py).
+        # At least 1Gi: a smaller node volume is refused (components/stack_config.py).
         "storageSize": st.builds(
             lambda n, u: f"{n}{u}", st.integers(2, 2000), st.sampled_from(["Gi", "Ti", "G"])
         ),
@@ -368,8 +369,8 @@ def bad_resources(draw: st.DrawFn, node: bool) -> str:
         return json.dumps(
             {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
         )
-    if choice == 2:  # a missing part
-        return json.dumps({draw(st.sampled_from(["requests", "limits"])): good_amounts})
+    if choice == 2:  # a part that is not a map (a missing part merges onto the defaults)
+        return json.dumps({draw(st.sampled_from(["requests", "limits"])): draw(st.sampled_from(["1", 4]))})
     if choice == 3:  # wrong shape
         return draw(not_a_map | not_json | as_json(st.just({"cpu": "1", "memory": "1Gi"})))
     if choice == 4:  # an unknown field

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.networks import NETWORKS
-from components.settings import SettingsError
+from components.stack_config import SettingsError
 from tests.conftest import find, only
 from tests.harness import STACKS, Registered, Run, run_stack
 

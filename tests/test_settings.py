@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from components.addresses import address_problem
 from components.networks import NETWORKS
-from components.settings import Settings, SettingsError, parse_settings
+from components.settings import Settings
+from components.stack_config import SettingsError, parse_settings
 from tests.harness import MAINNET_TEST_ADDRESS, run_stack
 
 SIGNET_ADDRESS = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
@@ -73,6 +74,17 @@ def test_per_network_defaults() -> None:
         {"network": "mainnet", "payoutAddress": MAINNET_TEST_ADDRESS, "pruneMib": "10000"}
     )
     assert pruned.pruned and pruned.storage_size == "25Gi"  # 10000 MiB of blocks + chainstate
+
+
+@pytest.mark.parametrize("node_resources", [{}, {"limits": {"memory": "8Gi"}}])
+def test_an_invalid_network_is_blamed_alone_for_what_depends_on_it(node_resources: dict) -> None:
+    # The node's resource and storage defaults come from the network: with the network invalid
+    # (and named), a partial nodeResources must not be blamed for the parts it leaves out.
+    with pytest.raises(SettingsError) as error:
+        parse_settings({"network": "0", "payoutAddress": SIGNET_ADDRESS, "nodeResources": node_resources})
+    assert re.findall(r"sv2-k8s:(\S+) ", str(error.value)) == ["network"]
+    with pytest.raises(SettingsError, match=r"sv2-k8s:nodeResources limits.memory"):
+        parse_settings({"network": "0", "nodeResources": {"limits": {"memory": "lots"}}})
 
 
 def test_mainnet_refuses_to_run_without_a_payout_address() -> None:

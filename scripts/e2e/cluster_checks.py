@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -101,8 +101,11 @@ class ClusterChecks:
         found: list[dict[str, Any]] = self.get(kinds, "-n", namespace)["items"]
         return found
 
-    def as_rendered(self, state: list[dict[str, Any]]) -> list[str]:
-        """Every Kubernetes object in the stack's state exists, labelled and filled as Pulumi says."""
+    def as_rendered(
+        self, state: list[dict[str, Any]], registered: Mapping[tuple[str, str], Any]
+    ) -> list[str]:
+        """Every Kubernetes object in the stack's state exists, labelled and filled as Pulumi says;
+        workloads hold the quantities the program registered (`registered`: (type, name) → inputs)."""
         checked = 0
         for resource in state:
             kind_type = str(resource.get("type", ""))
@@ -123,15 +126,12 @@ class ClusterChecks:
                 raise AssertionError(f"{kind} {meta['name']}: labels differ from the rendered ones")
             if kind in ("Deployment", "StatefulSet"):
                 # The API server keeps quantities in canonical form ("0.75" → 750m): anything
-                # else written by the program is a difference between Pulumi and the cluster.
-                wanted_resources = [
-                    c.get("resources") for c in resource["inputs"]["spec"]["template"]["spec"]["containers"]
-                ]
-                live_resources = [c.get("resources") for c in live["spec"]["template"]["spec"]["containers"]]
-                if wanted_resources != live_resources:
-                    raise AssertionError(
-                        f"{kind} {meta['name']}: resources {wanted_resources} are stored as {live_resources}"
-                    )
+                # else the program writes is a difference between Pulumi and the cluster. Compared
+                # with what the program registered, since a provider may normalise in Check.
+                name = str(resource["urn"]).rsplit("::", 1)[-1]
+                wanted, stored = _quantities(registered[(kind_type, name)]), _quantities(live)
+                if wanted != stored:
+                    raise AssertionError(f"{kind} {meta['name']}: quantities {wanted} are stored as {stored}")
             if kind == "ConfigMap" and live.get("data") != outputs.get("data"):
                 raise AssertionError(f"ConfigMap {meta['name']}: data differs from the rendered data")
             if kind == "Secret":
@@ -250,6 +250,20 @@ class ClusterChecks:
                 f"left behind: {[o['kind'] + ' ' + o['metadata']['name'] for o in left['items']]}"
             )
         return [f"kept namespace and {', '.join(claims)}"]
+
+
+def _quantities(workload: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource quantities of a Deployment or StatefulSet: its containers' requests and limits
+    and its claim templates' storage, by container and claim name."""
+    spec = workload.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    found = {
+        f"container {c['name']}": c.get("resources") or {}
+        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+    }
+    for claim in spec.get("volumeClaimTemplates") or []:
+        found[f"claim {claim['metadata']['name']}"] = (claim.get("spec") or {}).get("resources") or {}
+    return found
 
 
 def _env_vars(obj: dict[str, Any]) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ class Project:
     """The program in a temporary folder, with its own state backend and stack files."""
 
     def __init__(self, kube_env: dict[str, str], cli: Path | None = None) -> None:
+        self.kube_env = kube_env
         self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-project-"))
         cached = cache_dir() / "bin" / "pulumi"
         # The cached build here; elsewhere (GitHub) the CLI the workflow installed.
@@ -68,6 +69,8 @@ class Project:
             "PULUMI_SKIP_CONFIRMATIONS": "true",
             # Plugins come from PULUMI_HOME only, never from PATH (the cache bin is on it).
             "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
+            # A missing plugin is an error, never a download from get.pulumi.com.
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         }
         # No stale per-user setting may point the run anywhere else.
         for name in ("PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE_FILE"):
@@ -107,6 +110,32 @@ class Project:
     def up(self, stack: str, *extra: str) -> Outcome:
         return self.run("up", "--yes", "--skip-plugin-pre-install", *extra, stack=stack)
 
+    def up_registering(self, stack: str) -> dict[tuple[str, str], Any]:
+        """`up`, returning what the program itself registered: (type, name) → inputs. The state
+        holds inputs after the provider's Check, which may already have normalised them."""
+        return self._registering(stack, "up", "--yes")[1]
+
+    def preview_registering(self, stack: str) -> tuple[Outcome, dict[tuple[str, str], Any]]:
+        """`preview`, allowed to fail (a provider plugin missing here), and what the program
+        registered before it ended."""
+        return self._registering(stack, "preview", check=False)
+
+    def _registering(
+        self, stack: str, *command: str, check: bool = True
+    ) -> tuple[Outcome, dict[tuple[str, str], Any]]:
+        log = self.dir / f"grpc-{stack}.jsonl"
+        log.unlink(missing_ok=True)
+        saved = self.env.get("PULUMI_DEBUG_GRPC")
+        self.env["PULUMI_DEBUG_GRPC"] = str(log)  # the engine logs each RPC of the program, as JSON
+        try:
+            outcome = self.run(*command, "--skip-plugin-pre-install", stack=stack, check=check)
+        finally:
+            if saved is None:
+                self.env.pop("PULUMI_DEBUG_GRPC")
+            else:
+                self.env["PULUMI_DEBUG_GRPC"] = saved
+        return outcome, registered_inputs(log)
+
     def destroy(self, stack: str) -> Outcome:
         return self.run("destroy", "--yes", "--skip-plugin-pre-install", stack=stack)
 
@@ -115,6 +144,9 @@ class Project:
         exported = self.run("stack", "export", "--show-secrets", stack=stack).json()
         resources: list[dict[str, Any]] = _unwrap(exported["deployment"].get("resources") or [])
         return resources
+
+    def remove_stack(self, stack: str) -> None:
+        self.run("stack", "rm", "--yes", "--force", stack=stack)
 
 
 def _unwrap(value: Any) -> Any:
@@ -127,6 +159,19 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
     return value
+
+
+def registered_inputs(log: Path) -> dict[tuple[str, str], Any]:
+    """(type, name) → inputs of every RegisterResource request in a PULUMI_DEBUG_GRPC log."""
+    found: dict[tuple[str, str], Any] = {}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        request = entry.get("request")
+        if request and str(entry.get("method", "")).endswith(".ResourceMonitor/RegisterResource"):
+            found[(str(request["type"]), str(request["name"]))] = request.get("object") or {}
+    if not found:
+        raise PulumiError(f"no RegisterResource request in {log}: did the CLI honour PULUMI_DEBUG_GRPC?")
+    return found
 
 
 def operations(preview: Any) -> dict[str, list[str]]:

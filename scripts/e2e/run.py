@@ -3,13 +3,15 @@
 For each committed stack, and one with every setting changed (stacks/Pulumi.all-settings.yaml):
 preview, up, the objects as rendered, pods admitted by Pod Security, no secret outside Secrets,
 a second up that changes nothing, an unrelated update in place, key rotations in place, destroy.
-Then the real pool and translator run the rendered configs (scripts/e2e/sv2_apps.py).
+Then each mutant (a first-contact fix broken on purpose) must fail its step, and the real pool
+and translator run the rendered configs (scripts/e2e/sv2_apps.py).
 
 Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECONFIG (use this
 cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
 SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image); SV2_E2E_CRDS
 (Prometheus Operator CRDs: a folder, or a URL applied with kubectl); SV2_E2E_STACKS (a subset);
-SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4).
+SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4); SV2_E2E_MUTANTS=0
+(skip the mutants, scripts/e2e/mutants.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.e2e.cluster_checks import ClusterChecks, Kube, start_cluster
+from scripts.e2e.mutants import MUTANTS
 from scripts.e2e.project import ROOT, Project, cache_dir, operations, urn_name
 
 COMMITTED_STACKS = ("signet", "testnet4", "mainnet")
@@ -37,7 +40,7 @@ REGISTRY_PASSWORD = "e2e-registry-token"
 
 
 class StepFailedError(AssertionError):
-    pass
+    """args: which step ("<stack> <step>"), and why."""
 
 
 def stack_file(stack: str) -> Path:
@@ -58,9 +61,10 @@ def e2e_settings(stack: str) -> dict[str, Any]:
 
 
 class Runner:
-    def __init__(self, project: Project, kube: Kube) -> None:
+    def __init__(self, project: Project, kube: Kube, report: Callable[[str], None] | None = None) -> None:
         self.project = project
         self.checks = ClusterChecks(kube)
+        self.report = report or functools.partial(print, flush=True)
         self.passed = 0
         self.failed = 0
 
@@ -73,11 +77,11 @@ class Runner:
             yield details
         except Exception as error:
             self.failed += 1
-            print(f"e2e {stack} {name}: FAILED ({time.monotonic() - started:.1f} s)\n  {error}", flush=True)
-            raise StepFailedError(f"{stack} {name}") from error
+            self.report(f"e2e {stack} {name}: FAILED ({time.monotonic() - started:.1f} s)\n  {error}")
+            raise StepFailedError(f"{stack} {name}", str(error)) from error
         self.passed += 1
         suffix = ", ".join([f"{time.monotonic() - started:.1f} s", *details])
-        print(f"e2e {stack} {name}: ok ({suffix})", flush=True)
+        self.report(f"e2e {stack} {name}: ok ({suffix})")
 
     def stack(self, stack: str) -> None:
         project = self.project
@@ -99,10 +103,10 @@ class Runner:
             details.append(f"{creates} to create")
 
         with self.step(stack, "up") as details:
-            project.up(stack)
+            registered = project.up_registering(stack)
             state = project.state(stack)
             details.append(f"{len(state)} resources")
-            details += self.checks.as_rendered(state)
+            details += self.checks.as_rendered(state, registered)
             details += self.checks.pods_admitted(namespace, self._pod_count(stack))
             extra = {REGISTRY_PASSWORD} if stack == ALL_SETTINGS else set()
             details += self.checks.no_secret_outside_secrets(namespace, state, extra)
@@ -152,6 +156,34 @@ class Runner:
                 project.destroy(stack)
                 details.append(f"re-attached {', '.join(sorted(claims))}")
 
+    def image_inputs(self) -> None:
+        """The node image's build inputs do not depend on where the checkout lives (a laptop and
+        CI must not rebuild and restart the node): two copies of the project at different paths
+        register the same docker Image inputs through the real CLI, with a relative build context.
+        Only the registration is read: without the docker plugin (here) the preview then fails."""
+        stack = "image-inputs"
+        settings = {k: v for k, v in e2e_settings("signet").items() if k != "nodeImage"}
+        with self.step("signet", "image build inputs") as details:
+            copies = [self.project, Project(self.project.kube_env, self.project.cli)]
+            inputs = []
+            try:
+                for copy in copies:
+                    copy.init_stack(stack, stack_file("signet"), settings)
+                    _, registered = copy.preview_registering(stack)
+                    images = {n: obj for (kind, n), obj in registered.items() if kind.startswith("docker:")}
+                    if not images:
+                        raise AssertionError(f"no docker Image registered: {sorted(registered)}")
+                    inputs.append(images)
+                    copy.remove_stack(stack)
+            finally:
+                copies[1].close()
+            if inputs[0] != inputs[1]:
+                raise AssertionError(f"image inputs differ by checkout path: {inputs[0]} vs {inputs[1]}")
+            contexts = sorted({str(obj["build"]["context"]) for obj in inputs[0].values()})
+            if any(Path(context).is_absolute() for context in contexts):
+                raise AssertionError(f"absolute build context {contexts}")
+            details.append(f"same inputs from {len(copies)} checkout paths, context {', '.join(contexts)}")
+
     def random_settings(self, index: int) -> None:
         """Valid settings nobody listed: drawn by the property tests' own strategy, through the real
         CLI and API server — everything accepted, a second up empty, even against the live objects."""
@@ -160,8 +192,8 @@ class Runner:
         self.project.init_stack(name, stack_file(stack), {**settings, **e2e_settings(stack)})
         with self.step(name, "up, no-op up") as details:
             try:
-                self.project.up(name)
-                details += self.checks.as_rendered(self.project.state(name))
+                registered = self.project.up_registering(name)
+                details += self.checks.as_rendered(self.project.state(name), registered)
                 self.project.up(name, "--expect-no-changes")
                 self.project.preview(name, "--refresh", "--expect-no-changes")
             except Exception as error:
@@ -249,11 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     stacks = (os.environ.get("SV2_E2E_STACKS") or " ".join([*COMMITTED_STACKS, ALL_SETTINGS])).split()
     from scripts.e2e.sv2_apps import check as check_apps
 
+    mutants_ok = mutants_failed = 0
     with start_cluster() as kube:
         print(f"e2e cluster: ok ({kube.describe()})", flush=True)
         project = Project(kube.env)
         runner = Runner(project, kube)
         try:
+            with contextlib.suppress(StepFailedError):
+                runner.image_inputs()
             for stack in stacks:
                 try:
                     runner.stack(stack)
@@ -270,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                     _quiet(functools.partial(_destroy_random, project, index))
         finally:
             project.close()
+        if os.environ.get("SV2_E2E_MUTANTS") != "0":
+            for ok, line in check_mutants(kube):
+                print(line, flush=True)
+                mutants_ok, mutants_failed = mutants_ok + ok, mutants_failed + (not ok)
     apps_ok = apps_failed = 0
     skip_apps = os.environ.get("SV2_E2E_SKIP_APPS") == "1"
     missing = [b for b in ("pool_sv2", "translator_sv2", "fake-tp") if not (cache_dir() / "bin" / b).exists()]
@@ -285,9 +324,38 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:
             apps_failed += 1
             print(f"e2e {stack} sv2-apps: FAILED\n  {error}", flush=True)
-    passed, failed = runner.passed + apps_ok, runner.failed + apps_failed
+    passed = runner.passed + apps_ok + mutants_ok
+    failed = runner.failed + apps_failed + mutants_failed
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def check_mutants(kube: Kube) -> Iterator[tuple[bool, str]]:
+    """Each mutant (scripts/e2e/mutants.py) in a fresh copy of the project: the step guarding the
+    fix it breaks must fail, and no step before it."""
+    for mutant in MUTANTS:
+        project = Project(kube.env)
+        runner = Runner(project, kube, report=lambda line: None)
+        label = f"e2e mutant {mutant.name}"
+        try:
+            mutant.apply(project.dir)
+            if mutant.caught_by == "image build inputs":
+                runner.image_inputs()
+            else:
+                runner.stack(mutant.stack)
+            yield False, f"{label}: FAILED (survived every step of {mutant.stack})"
+        except StepFailedError as error:
+            step, why = error.args
+            lines = why.strip().splitlines()
+            # A CLI failure's first line only names the command: show its error line.
+            first = next((li for li in lines[1:] if "error" in li.lower()), lines[0]).strip()[:160]
+            if step == f"{mutant.stack} {mutant.caught_by}":
+                yield True, f"{label}: ok (caught by {step}: {first})"
+            else:
+                yield False, f"{label}: FAILED ({step} failed, not {mutant.caught_by}: {first})"
+        finally:
+            _quiet(functools.partial(project.destroy, mutant.stack))
+            project.close()
 
 
 def _destroy_random(project: Project, index: int) -> None:

@@ -15,7 +15,7 @@ from components.monitoring import (
     alert_rules,
     dashboard,
 )
-from components.settings import parse_settings
+from components.stack_config import parse_settings
 from scripts.e2e.sv2_apps_config import Local, Rendered
 from scripts.e2e.sv2_apps_run import E2EError, Proc, http
 

@@ -1,0 +1,61 @@
+"""The e2e must catch each first-contact defect: every mutant breaks one fix in a throwaway copy
+of the project (the checkout is never touched), and the step that guards that fix must fail.
+A mutant that survives means the suite could no longer see the defect come back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # in the project copy
+    old: str
+    new: str
+    stack: str
+    caught_by: str  # the step of that stack that must fail
+
+    def apply(self, project_dir: Path) -> None:
+        target = project_dir / self.path
+        text = target.read_text()
+        if text.count(self.old) != 1:
+            raise AssertionError(f"mutant {self.name}: {self.old!r} is not once in {self.path}")
+        target.write_text(text.replace(self.old, self.new))
+
+
+MUTANTS = (
+    Mutant(
+        "a declared secret with a default",
+        "Pulumi.yaml",
+        "config:\n  network:\n",
+        "config:\n  registryPassword:\n    type: string\n    secret: true\n    default: ''\n  network:\n",
+        "signet",
+        "preview",
+    ),
+    Mutant(
+        "Secrets and ConfigMaps immutable",
+        "components/namespace.py",
+        "enable_secret_mutable=True,\n        enable_config_map_mutable=True,",
+        "enable_secret_mutable=False,\n        enable_config_map_mutable=False,",
+        "signet",
+        "update",
+    ),
+    Mutant(
+        "an absolute build context",
+        "components/bitcoin_node.py",
+        "context=contract.BUILD_CONTEXT,",
+        "context=str(Path(contract.BUILD_CONTEXT).resolve()),",
+        "signet",
+        "image build inputs",
+    ),
+    Mutant(
+        "quantities as the operator spelled them",
+        "components/setting_types.py",
+        "    return canonical_quantity(text)\n",
+        "    return text\n",
+        "all-settings",
+        "up",
+    ),
+)

@@ -1,0 +1,71 @@
+"""The e2e's own helpers, checked without a cluster: each mutant still matches the code it breaks,
+and the program's registrations are read from the engine's gRPC log."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scripts.e2e.cluster_checks import _quantities
+from scripts.e2e.mutants import MUTANTS
+from scripts.e2e.project import ROOT, PulumiError, registered_inputs
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+def test_each_mutant_breaks_the_code_as_it_is_today(mutant, tmp_path: Path) -> None:
+    # A refactor that moves the guarded code must move its mutant too, or the e2e stops testing it.
+    copy = tmp_path / mutant.path
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / mutant.path, copy)
+    mutant.apply(tmp_path)
+    assert copy.read_text() != (ROOT / mutant.path).read_text()
+    with pytest.raises(AssertionError, match="is not once"):
+        mutant.apply(tmp_path)  # applied already: the old text is gone
+
+
+def test_registrations_are_read_from_the_grpc_log(tmp_path: Path) -> None:
+    log = tmp_path / "grpc.jsonl"
+    register = "/pulumirpc.ResourceMonitor/RegisterResource"
+    entries = [
+        {"method": register, "request": {"type": "pulumi:pulumi:Stack", "name": "s", "object": {}}},
+        {"method": "/pulumirpc.ResourceProvider/Check", "request": {"urn": "x", "news": {"a": 1}}},
+        {
+            "method": register,
+            "request": {
+                "type": "kubernetes:apps/v1:Deployment",
+                "name": "pool",
+                "object": {"spec": {"replicas": 1}},
+            },
+        },
+        {"method": register, "response": {"urn": "y"}},
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert registered_inputs(log) == {
+        ("pulumi:pulumi:Stack", "s"): {},
+        ("kubernetes:apps/v1:Deployment", "pool"): {"spec": {"replicas": 1}},
+    }
+    log.write_text(json.dumps(entries[1]) + "\n")
+    with pytest.raises(PulumiError, match="PULUMI_DEBUG_GRPC"):
+        registered_inputs(log)
+
+
+def test_workload_quantities_cover_containers_and_claims() -> None:
+    workload = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "initContainers": [{"name": "init"}],
+                    "containers": [{"name": "node", "resources": {"requests": {"cpu": "0.75"}}}],
+                }
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Ti"}}}}
+            ],
+        }
+    }
+    assert _quantities(workload) == {
+        "container init": {},
+        "container node": {"requests": {"cpu": "0.75"}},
+        "claim data": {"requests": {"storage": "1Ti"}},
+    }
