@@ -59,12 +59,22 @@ class ControlPlaneError(RuntimeError):
     pass
 
 
+def _cache() -> Path:
+    return Path(os.environ.get("SV2_E2E_CACHE", Path.home() / ".cache/sv2-k8s-e2e"))
+
+
 def bin_dir() -> Path:
-    return Path(os.environ.get("SV2_E2E_CACHE", Path.home() / ".cache/sv2-k8s-e2e")) / "bin"
+    return _cache() / "bin"
 
 
 def default_crd_dir() -> Path | None:
-    candidates = [os.environ.get("SV2_E2E_CRDS", ""), str(REPO.parent / "shared/reference/crds")]
+    """$SV2_E2E_CRDS, else the workplace's reference copy, else the pinned ones `make e2e-tools`
+    took from the operator's Go module (the same files at v0.93.0)."""
+    candidates = [
+        os.environ.get("SV2_E2E_CRDS", ""),
+        str(REPO.parent / "shared/reference/crds"),
+        str(_cache() / "crds"),
+    ]
     return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
 
 
@@ -480,7 +490,7 @@ def main() -> int:
     )
     parser.add_argument("--shell", action="store_true", help="start, print the KUBECONFIG, wait for Ctrl-C")
     parser.add_argument(
-        "--crds", type=Path, help="CRD directory (default: $SV2_E2E_CRDS or shared/reference)"
+        "--crds", type=Path, help="CRD directory (default: $SV2_E2E_CRDS, shared/reference or the tool cache)"
     )
     parser.add_argument("--no-crds", action="store_true", help="install no CRDs")
     args = parser.parse_args()

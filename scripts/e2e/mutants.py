@@ -16,6 +16,7 @@ class Mutant:
     new: str
     stack: str
     caught_by: str  # the step of that stack that must fail
+    evidence: str  # in its failure: caught for this reason, not another
 
     def apply(self, project_dir: Path) -> None:
         target = project_dir / self.path
@@ -33,6 +34,7 @@ MUTANTS = (
         "config:\n  registryPassword:\n    type: string\n    secret: true\n    default: ''\n  network:\n",
         "signet",
         "preview",
+        "must be encrypted as it's secret",
     ),
     Mutant(
         "Secrets and ConfigMaps immutable",
@@ -41,6 +43,7 @@ MUTANTS = (
         "enable_secret_mutable=False,\n        enable_config_map_mutable=False,",
         "signet",
         "update",
+        "would replace",
     ),
     Mutant(
         "an absolute build context",
@@ -49,6 +52,7 @@ MUTANTS = (
         "context=str(Path(contract.BUILD_CONTEXT).resolve()),",
         "signet",
         "image build inputs",
+        "image inputs differ by checkout path",
     ),
     Mutant(
         "quantities as the operator spelled them",
@@ -57,5 +61,6 @@ MUTANTS = (
         "    return text\n",
         "all-settings",
         "up",
+        "are stored as",
     ),
 )

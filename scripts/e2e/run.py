@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_mutants(kube: Kube) -> Iterator[tuple[bool, str]]:
     """Each mutant (scripts/e2e/mutants.py) in a fresh copy of the project: the step guarding the
-    fix it breaks must fail, and no step before it."""
+    fix it breaks must fail, for the reason it breaks, and no step before it."""
     for mutant in MUTANTS:
         project = Project(kube.env)
         runner = Runner(project, kube, report=lambda line: None)
@@ -349,10 +349,13 @@ def check_mutants(kube: Kube) -> Iterator[tuple[bool, str]]:
             lines = why.strip().splitlines()
             # A CLI failure's first line only names the command: show its error line.
             first = next((li for li in lines[1:] if "error" in li.lower()), lines[0]).strip()[:160]
-            if step == f"{mutant.stack} {mutant.caught_by}":
-                yield True, f"{label}: ok (caught by {step}: {first})"
-            else:
+            if step != f"{mutant.stack} {mutant.caught_by}":
                 yield False, f"{label}: FAILED ({step} failed, not {mutant.caught_by}: {first})"
+            elif mutant.evidence not in why:
+                yield False, f"{label}: FAILED ({step} failed for another reason: {first})"
+            else:
+                evidence = next(li for li in lines if mutant.evidence in li).strip()[:160]
+                yield True, f"{label}: ok (caught by {step}: {evidence})"
         finally:
             _quiet(functools.partial(project.destroy, mutant.stack))
             project.close()

