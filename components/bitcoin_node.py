@@ -227,7 +227,7 @@ class BitcoinNode(pulumi.ComponentResource):
             ),
         )
 
-        self.template_provider_ip = template_provider.spec.cluster_ip
+        self.template_provider_ip = workload.cluster_ip(template_provider)
         self.register_outputs({"image": self.image, "template_provider_ip": self.template_provider_ip})
 
     def _image(

@@ -85,5 +85,5 @@ class Pool(pulumi.ComponentResource):
             },
             opts=child,
         )
-        self.address = service.spec.cluster_ip
+        self.address = workload.cluster_ip(service)
         self.register_outputs({"address": self.address})

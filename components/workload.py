@@ -2,10 +2,11 @@
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.output import UNKNOWN
 
 from components.setting_types import Resources
 from components.settings import Settings
@@ -215,6 +216,17 @@ def service(
     if METRICS_PORT_NAME in ports:
         meta["labels"][METRICS_LABEL] = "true"
     return k8s.core.v1.Service(name, metadata=meta, spec=spec, opts=opts)
+
+
+def cluster_ip(service: k8s.core.v1.Service) -> pulumi.Output[str]:
+    """A Service's clusterIP. Before the Service exists a preview has none: unknown then, not None
+    (which `pulumi preview` would show, and configs would carry, as the text "None")."""
+
+    def known_or_unknown(ip: str | None) -> str:
+        return cast(str, UNKNOWN if ip is None and pulumi.runtime.is_dry_run() else ip)
+
+    address: pulumi.Output[str | None] = service.spec.cluster_ip
+    return address.apply(known_or_unknown)
 
 
 def file_secret(

@@ -64,6 +64,7 @@ class Run:
     resources: list[Registered] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
+    unknown_outputs: set[str] = field(default_factory=set)
     error: BaseException | None = None
 
     def of_type(self, type_: str) -> list[Registered]:
@@ -94,9 +95,14 @@ def _random_bytes(name: str, inputs: dict[str, Any], length: int) -> bytes:
 
 
 class StackMocks(pulumi.runtime.Mocks):
+    def __init__(self, preview: bool = False) -> None:
+        self.preview = preview
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ == "kubernetes:core/v1:Service":
+        if args.typ == "kubernetes:core/v1:Service" and self.preview:
+            pass  # a first preview: the API server has assigned no address yet
+        elif args.typ == "kubernetes:core/v1:Service":
             spec = dict(state.get("spec") or {})
             # A stable address per Service, from the service CIDR, as the API server assigns.
             spec["clusterIP"] = str(
@@ -189,11 +195,12 @@ def run_stack(
     *,
     base: bool = True,
     program: Callable[[], None] | None = None,
+    preview: bool = False,
 ) -> Run:
     """Run the program for a stack; `overrides` are settings by key (values as Pulumi stores them).
 
     With base=False the committed stack file is ignored and only `overrides` apply; `program`
-    replaces __main__.py (the benchmark's floor).
+    replaces __main__.py (the benchmark's floor); preview=True runs it as a first `pulumi preview`.
     """
     config = {**project_defaults(), **(dict(stack_config(stack)) if base else {}), **(overrides or {})}
     if stack == "mainnet" and base and "payoutAddress" not in (overrides or {}):
@@ -205,9 +212,9 @@ def run_stack(
     pulumi.runtime.settings.ROOT.set(None)
     # Keys with a namespace of their own (kubernetes:context) go in as they are.
     pulumi.runtime.set_all_config({k if ":" in k else f"{PROJECT}:{k}": v for k, v in config.items()})
-    mocks = StackMocks()
+    mocks = StackMocks(preview)
     monitor = RecordingMonitor(mocks, run)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
 
     def main_program() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
@@ -221,6 +228,8 @@ def run_stack(
             run.outputs[name] = loop.run_until_complete(output.future())
             if loop.run_until_complete(output.is_secret()):
                 run.secret_outputs.add(name)
+            if not loop.run_until_complete(output.is_known()):
+                run.unknown_outputs.add(name)
     except Exception as error:
         run.error = error
     finally:

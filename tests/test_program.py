@@ -113,6 +113,18 @@ def test_pool_reaches_the_template_provider_by_its_cluster_ip(run: Run) -> None:
     assert run.outputs["templateProviderAddress"] == address
 
 
+@pytest.mark.parametrize("stack", ["signet", "mainnet"])
+def test_a_first_preview_shows_addresses_not_yet_assigned_as_unknown(stack: str) -> None:
+    # Before the Services exist, `pulumi preview` has no clusterIP: the address outputs and the
+    # configs built from them are unknown then, never the text "None".
+    preview = run_stack(stack, preview=True)
+    assert preview.error is None, preview.error
+    assert "templateProviderAddress" in preview.unknown_outputs
+    known = {name: value for name, value in preview.outputs.items() if name not in preview.unknown_outputs}
+    assert "None" not in json.dumps(known)
+    assert not [r.name for r in preview.resources if "None:" in json.dumps(r.plain_inputs, default=repr)]
+
+
 def test_pool_authenticates_the_template_provider_key_the_node_installs(run: Run) -> None:
     key_secret = only(run, "Secret", f"{node_name(run)}-tp-key")
     key_file = base64.b64decode(key_secret["data"]["sv2_authority_key"])

@@ -55,6 +55,15 @@ MUTANTS = (
         "image inputs differ by checkout path",
     ),
     Mutant(
+        "containers without limits (the policy pack's guard)",
+        "components/workload.py",
+        "    return amounts.model_dump()\n",
+        '    return {"requests": amounts.requests.model_dump()}\n',
+        "signet",
+        "preview",
+        "sets no resources.limits.cpu",
+    ),
+    Mutant(
         "quantities as the operator spelled them",
         "components/setting_types.py",
         "    return canonical_quantity(text)\n",

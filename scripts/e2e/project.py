@@ -18,7 +18,7 @@ from pulumi.runtime import rpc
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "sv2-k8s"
 # What the program needs to run; the copy keeps the checkout's stack files untouched.
-PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "docker")
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "docker", "policy")
 
 
 class PulumiError(RuntimeError):
@@ -89,8 +89,12 @@ class Project:
         )
         outcome = Outcome(time.monotonic() - started, result.stdout, result.stderr)
         if check and result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-40:])
-            raise PulumiError(f"pulumi {' '.join(args)} (stack {stack}) exited {result.returncode}:\n{tail}")
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            # Policy violations come before the outputs: show them rather than the end.
+            start = next((i for i, line in enumerate(lines) if line == "Policies:"), max(len(lines) - 40, 0))
+            excerpt = "\n".join(lines[start : start + 40])
+            command_line = f"pulumi {' '.join(args)} (stack {stack})"
+            raise PulumiError(f"{command_line} exited {result.returncode}:\n{excerpt}")
         return outcome
 
     def init_stack(self, stack: str, stack_file: Path, settings: dict[str, Any]) -> None:
@@ -107,13 +111,24 @@ class Project:
     def preview(self, stack: str, *extra: str) -> Outcome:
         return self.run("preview", "--json", "--skip-plugin-pre-install", *extra, stack=stack)
 
+    def policy_pack(self) -> tuple[str, str]:
+        """The arguments that apply the project's policy pack, as README tells operators to."""
+        return "--policy-pack", str(self.dir / "policy")
+
+    def guarded_preview(self, stack: str) -> Outcome:
+        """`preview` under the policy pack, as text: `--json` leaves policy violations out."""
+        outcome = self.run("preview", "--skip-plugin-pre-install", *self.policy_pack(), stack=stack)
+        if "Loading policy packs...: done" not in outcome.stdout:
+            raise PulumiError(f"the policy pack did not load:\n{outcome.stdout[-2000:]}")
+        return outcome
+
     def up(self, stack: str, *extra: str) -> Outcome:
         return self.run("up", "--yes", "--skip-plugin-pre-install", *extra, stack=stack)
 
     def up_registering(self, stack: str) -> dict[tuple[str, str], Any]:
-        """`up`, returning what the program itself registered: (type, name) → inputs. The state
-        holds inputs after the provider's Check, which may already have normalised them."""
-        return self._registering(stack, "up", "--yes")[1]
+        """`up` under the policy pack, returning what the program itself registered: (type, name)
+        → inputs. The state holds inputs after the provider's Check, which may have normalised them."""
+        return self._registering(stack, "up", "--yes", *self.policy_pack())[1]
 
     def preview_registering(self, stack: str) -> tuple[Outcome, dict[tuple[str, str], Any]]:
         """`preview`, allowed to fail (a provider plugin missing here), and what the program

@@ -101,6 +101,8 @@ class Runner:
             if creates < 20:
                 raise AssertionError(f"only {creates} creates planned")
             details.append(f"{creates} to create")
+            project.guarded_preview(stack)
+            details.append("policy pack passed")
 
         with self.step(stack, "up") as details:
             registered = project.up_registering(stack)
