@@ -420,6 +420,12 @@ def _structured_keys() -> dict[str, Any]:
 
 
 STRUCTURED_KEYS: Final = _structured_keys()
+# Numeric settings by key: whole numbers (int) or decimals (float).
+NUMBER_KEYS: Final = {
+    info.alias or to_camel(name): bare_type(info.annotation)
+    for name, info in Settings.model_fields.items()
+    if bare_type(info.annotation) in (int, float)
+}
 # Container resources: a partial object (`config set --path 'sv2-k8s:nodeResources.limits.memory'`)
 # overrides only the amounts it names.
 MERGED_KEYS: Final = {key for key, bare in STRUCTURED_KEYS.items() if bare is Resources}

@@ -5,9 +5,10 @@ an error message.
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pulumi
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from components.settings import (
     MERGED_KEYS,
     MIN_NODE_MEMORY_MIB,
     MIN_PRUNE_MIB,
+    NUMBER_KEYS,
     PER_NETWORK_DEFAULTS,
     PROJECT,
     SECRET_SETTINGS,
@@ -112,6 +114,16 @@ def _merged(default: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+_PLAIN_NUMBERS: Final = {
+    int: re.compile(r"-?[0-9]+"),
+    float: re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
+}
+
+
+def _plain_number(text: str, kind: type) -> bool:
+    return _PLAIN_NUMBERS[kind].fullmatch(text) is not None
+
+
 def _needs_network_default(error: Mapping[str, Any]) -> bool:
     """A part missing from a setting whose default depends on the network: with the network
     itself invalid (and reported), nothing can be said about it."""
@@ -140,7 +152,13 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "<stack>") -> Settings:
                 continue
             # An empty resources object (Pulumi.yaml's declaration) merges into the default below.
             values[key] = value
-        elif value != "":  # Pulumi.yaml declares optional scalar settings with "" for "unset"
+        elif value == "":  # Pulumi.yaml declares optional scalar settings with "" for "unset"
+            continue
+        elif key in NUMBER_KEYS and isinstance(value, str) and not _plain_number(value, NUMBER_KEYS[key]):
+            # Python would also read "1_0", " 3 ", "3.0" or "inf": say what was meant instead.
+            kind = "a whole number" if NUMBER_KEYS[key] is int else "a decimal number"
+            problems.append((key, f"is not {kind} (got {value!r})", field_info(key)[1]))
+        else:
             values[key] = value
     network = NETWORKS.get(str(values.get("network", "signet")))
     if network is not None:
@@ -161,7 +179,8 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "<stack>") -> Settings:
             if network is not None or not _needs_network_default(e)
         )
     else:
-        problems.extend(_cross_checks(settings, stack))
+        if not problems:  # a key refused above would be judged by its default
+            problems.extend(_cross_checks(settings, stack))
     if problems:
         raise SettingsError(format_problems(problems))
     return settings

@@ -189,7 +189,34 @@ BAD_SETTINGS = [
     ("userIdentity", "farm\u009d"),
     ("tolerations", json.dumps([{"key": "gpu", "value": "two words"}])),
     ("tolerations", json.dumps([{"key": "not a key!", "operator": "Exists"}])),
+    # Spellings Python reads as numbers, which an operator did not mean as one.
+    ("translatorMinReplicas", "1_0"),
+    ("translatorMinReplicas", "3.0"),
+    ("translatorMinReplicas", " 3 "),
+    ("poolSharesPerMinute", "1_0"),
+    ("poolSharesPerMinute", "inf"),
 ]
+
+
+def test_a_refused_number_does_not_let_its_default_blame_another_key() -> None:
+    # translatorMinReplicas "1_0" is refused; its default (2) must not make a maximum of 1 look wrong.
+    run = run_stack("signet", {"translatorMinReplicas": "1_0", "translatorMaxReplicas": "1"})
+    assert isinstance(run.error, SettingsError)
+    assert re.findall(r"sv2-k8s:(\S+) ", str(run.error)) == ["translatorMinReplicas"]
+
+
+def test_numbers_take_their_usual_spellings() -> None:
+    settings = parse_settings(
+        {
+            "payoutAddress": SIGNET_ADDRESS,
+            "translatorMinReplicas": "4",
+            "poolSharesPerMinute": "9.5",
+            "minIndividualMinerHashrate": "1.5e12",
+        }
+    )
+    assert settings.translator_min_replicas == 4
+    assert settings.pool_shares_per_minute == 9.5
+    assert settings.min_individual_miner_hashrate == 1.5e12
 
 
 @pytest.mark.parametrize(("key", "value"), BAD_SETTINGS)
