@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from pulumi.runtime import rpc
@@ -18,6 +20,8 @@ from pulumi.runtime import rpc
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "sv2-k8s"
 # What the program needs to run; the copy keeps the checkout's stack files untouched.
+# In the environment of every CLI run (and so of every plugin it starts): finds leftovers.
+RUN_MARKER: Final = f"SV2_E2E_RUN={uuid.uuid4().hex}"
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "docker", "policy")
 
 
@@ -71,6 +75,7 @@ class Project:
             "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
             # A missing plugin is an error, never a download from get.pulumi.com.
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            RUN_MARKER.split("=")[0]: RUN_MARKER.split("=")[1],
         }
         # No stale per-user setting may point the run anywhere else.
         for name in ("PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE_FILE"):
@@ -174,6 +179,23 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
     return value
+
+
+def leftover_processes(grace: float = 5.0) -> list[str]:
+    """Processes still running with this run's marker (CLI, language hosts, plugins, programs),
+    after `grace` seconds for the last ones to go."""
+    marker = RUN_MARKER.encode()
+    deadline = time.monotonic() + grace
+    while True:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    found.append(f"{proc.name}: {command[:120]}")
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def registered_inputs(log: Path) -> dict[tuple[str, str], Any]:

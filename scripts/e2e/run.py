@@ -28,7 +28,7 @@ from typing import Any
 
 from scripts.e2e.cluster_checks import ClusterChecks, Kube, start_cluster
 from scripts.e2e.mutants import MUTANTS
-from scripts.e2e.project import ROOT, Project, cache_dir, operations, urn_name
+from scripts.e2e.project import ROOT, Project, cache_dir, leftover_processes, operations, urn_name
 
 COMMITTED_STACKS = ("signet", "testnet4", "mainnet")
 ALL_SETTINGS = "all-settings"
@@ -326,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:
             apps_failed += 1
             print(f"e2e {stack} sv2-apps: FAILED\n  {error}", flush=True)
+    leftovers = leftover_processes()
+    if leftovers:
+        print("e2e leftover processes: FAILED\n  " + "\n  ".join(leftovers), flush=True)
     passed = runner.passed + apps_ok + mutants_ok
-    failed = runner.failed + apps_failed + mutants_failed
+    failed = runner.failed + apps_failed + mutants_failed + bool(leftovers)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
