@@ -3,8 +3,7 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.settings import Settings
-from components.stack_config import ClusterConnection
+from components.settings import ClusterConnection, Settings
 from components.workload import NETWORK_LABEL, PART_OF
 
 

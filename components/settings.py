@@ -6,11 +6,14 @@ type, default (fixed or per network) and description. README's settings referenc
 `config:` block of Pulumi.yaml are generated from this model (scripts/settings_reference.py).
 """
 
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, Field
+import pulumi
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from components.networks import NETWORKS, NetworkFacts, pruned_storage
@@ -73,6 +76,13 @@ NODE_RESOURCES: Final[dict[str, dict[str, Any]]] = {
 PER_NETWORK_DEFAULTS: Final[dict[str, Callable[[NetworkFacts, Mapping[str, Any]], Any]]] = {
     "storageSize": lambda net, raw: _default_storage(net, str(raw.get("pruneMib", "0"))),
     "nodeResources": lambda net, raw: NODE_RESOURCES[net.name],
+}
+
+
+# How numbers are written in stack config: whole numbers, and decimals (exponents allowed: hash rates).
+_PLAIN_NUMBERS: Final = {
+    int: re.compile(r"-?[0-9]+"),
+    float: re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
 }
 
 
@@ -373,6 +383,16 @@ class Settings(Model):
         "Change to generate new RPC credentials.", "any string", default="0"
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Python would also read "1_0", " 3 ", "3.0" or "inf" as numbers; an operator did not
+        # mean them as such.
+        kind = bare_type(cls.model_fields[str(info.field_name)].annotation)
+        if kind in _PLAIN_NUMBERS and isinstance(value, str) and not _PLAIN_NUMBERS[kind].fullmatch(value):
+            raise ValueError("is not a whole number" if kind is int else "is not a decimal number")
+        return value
+
     @property
     def facts(self) -> NetworkFacts:
         return NETWORKS[self.network]
@@ -420,12 +440,6 @@ def _structured_keys() -> dict[str, Any]:
 
 
 STRUCTURED_KEYS: Final = _structured_keys()
-# Numeric settings by key: whole numbers (int) or decimals (float).
-NUMBER_KEYS: Final = {
-    info.alias or to_camel(name): bare_type(info.annotation)
-    for name, info in Settings.model_fields.items()
-    if bare_type(info.annotation) in (int, float)
-}
 # Container resources: a partial object (`config set --path 'sv2-k8s:nodeResources.limits.memory'`)
 # overrides only the amounts it names.
 MERGED_KEYS: Final = {key for key, bare in STRUCTURED_KEYS.items() if bare is Resources}
@@ -440,3 +454,12 @@ def field_default(key: str) -> Any:
             default = info.get_default(call_default_factory=True)
             return default.model_dump() if isinstance(default, BaseModel) else default
     raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class ClusterConnection:
+    """The default provider's `kubernetes:kubeconfig` and `kubernetes:context`, for the program's
+    explicit provider. A kubeconfig carries credentials: it stays a secret Output."""
+
+    kubeconfig: pulumi.Output[str] | None
+    context: str | None

@@ -5,10 +5,8 @@ an error message.
 
 import contextlib
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import pulumi
 from pydantic import ValidationError
@@ -22,11 +20,11 @@ from components.settings import (
     MERGED_KEYS,
     MIN_NODE_MEMORY_MIB,
     MIN_PRUNE_MIB,
-    NUMBER_KEYS,
     PER_NETWORK_DEFAULTS,
     PROJECT,
     SECRET_SETTINGS,
     STRUCTURED_KEYS,
+    ClusterConnection,
     Settings,
     field_default,
     field_info,
@@ -114,16 +112,6 @@ def _merged(default: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-_PLAIN_NUMBERS: Final = {
-    int: re.compile(r"-?[0-9]+"),
-    float: re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
-}
-
-
-def _plain_number(text: str, kind: type) -> bool:
-    return _PLAIN_NUMBERS[kind].fullmatch(text) is not None
-
-
 def _needs_network_default(error: Mapping[str, Any]) -> bool:
     """A part missing from a setting whose default depends on the network: with the network
     itself invalid (and reported), nothing can be said about it."""
@@ -152,13 +140,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "<stack>") -> Settings:
                 continue
             # An empty resources object (Pulumi.yaml's declaration) merges into the default below.
             values[key] = value
-        elif value == "":  # Pulumi.yaml declares optional scalar settings with "" for "unset"
-            continue
-        elif key in NUMBER_KEYS and isinstance(value, str) and not _plain_number(value, NUMBER_KEYS[key]):
-            # Python would also read "1_0", " 3 ", "3.0" or "inf": say what was meant instead.
-            kind = "a whole number" if NUMBER_KEYS[key] is int else "a decimal number"
-            problems.append((key, f"is not {kind} (got {value!r})", field_info(key)[1]))
-        else:
+        elif value != "":  # Pulumi.yaml declares optional scalar settings with "" for "unset"
             values[key] = value
     network = NETWORKS.get(str(values.get("network", "signet")))
     if network is not None:
@@ -193,15 +175,6 @@ def _project_config_keys() -> list[str]:
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
     return [key.removeprefix(prefix) for key in merged if key.startswith(prefix)]
-
-
-@dataclass(frozen=True)
-class ClusterConnection:
-    """The default provider's `kubernetes:kubeconfig` and `kubernetes:context`, for the program's
-    explicit provider. A kubeconfig carries credentials: it stays a secret Output."""
-
-    kubeconfig: pulumi.Output[str] | None
-    context: str | None
 
 
 def cluster_connection() -> ClusterConnection:

@@ -154,7 +154,9 @@ class Project:
                 self.env.pop("PULUMI_DEBUG_GRPC")
             else:
                 self.env["PULUMI_DEBUG_GRPC"] = saved
-        return outcome, registered_inputs(log)
+        registered = registered_inputs(log)
+        log.unlink()  # it holds the program's secrets in plain text
+        return outcome, registered
 
     def destroy(self, stack: str) -> Outcome:
         return self.run("destroy", "--yes", "--skip-plugin-pre-install", stack=stack)
