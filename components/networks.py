@@ -43,6 +43,16 @@ def pruned_storage(prune_mib: int) -> str:
     return f"{-(-prune_mib // 1024) + PRUNED_OVERHEAD_GIB}Gi"
 
 
+# The smallest node volume of any kind, a pruned node's included.
+MIN_NODE_VOLUME: Final = "1Gi"
+
+
+def minimum_storage(network: NetworkFacts, *, pruned: bool) -> str:
+    """The smallest node volume the program accepts: an unpruned node holds its network's whole
+    chain. One rule for the settings, the policy pack and the tests' valid settings."""
+    return MIN_NODE_VOLUME if pruned else network.min_full_storage
+
+
 NETWORKS: Final[dict[str, NetworkFacts]] = {
     "signet": NetworkFacts(
         name="signet",

@@ -12,7 +12,7 @@ import pulumi
 from pydantic import ValidationError
 
 from components.addresses import accepted_address_forms, address_problem
-from components.networks import NETWORKS
+from components.networks import NETWORKS, minimum_storage
 from components.quantities import mebibytes, parse_quantity
 from components.setting_types import HEX
 from components.settings import (
@@ -54,8 +54,19 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
             problems.append(("payoutAddress", problem, accepted_address_forms(net)))
     if settings.translator_max_replicas < settings.translator_min_replicas:
         problems.append(("translatorMaxReplicas", "is below translatorMinReplicas", "a value ≥ the minimum"))
-    if parse_quantity(settings.storage_size) < parse_quantity("1Gi"):
-        problems.append(("storageSize", "is too small for a node volume", "at least 1Gi"))
+    minimum = minimum_storage(net, pruned=settings.pruned)
+    if parse_quantity(settings.storage_size) < parse_quantity(minimum):
+        if settings.pruned:
+            problems.append(("storageSize", "is too small for a node volume", f"at least {minimum}"))
+        else:
+            problems.append(
+                (
+                    "storageSize",
+                    f"{settings.storage_size} cannot hold the {net.name} chain of an unpruned node "
+                    f"(pruneMib 0)",
+                    f"at least {minimum}, or a pruned node: pruneMib ≥ {MIN_PRUNE_MIB}",
+                )
+            )
     if 0 < settings.prune_mib < MIN_PRUNE_MIB:
         problems.append(("pruneMib", "is below Bitcoin Core's minimum", f"0 or ≥ {MIN_PRUNE_MIB}"))
     if mebibytes(settings.node_resources.limits.memory) < MIN_NODE_MEMORY_MIB:

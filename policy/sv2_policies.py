@@ -2,10 +2,11 @@
 
 Each validator returns the violation messages for one resource: none when it complies
 or when the policy does not apply to its type. Props arrive as the Kubernetes API
-shapes them (camelCase). During a preview some inputs are unknown; reading one raises
-pulumi-policy's UnknownValueError, which the pack host reports as "can't run during
-preview" (`pulumi up` then checks the known values), so the validators never swallow
-exceptions.
+shapes them (camelCase). During a preview some inputs are unknown (a Service address not
+yet assigned, a TOML that embeds it): the adapter hands the validators `UNKNOWN` in their
+place, each validator passes over a value it cannot know, and the advisory policy
+`checked-at-up` names those values, which `pulumi up` checks once they are known. A value
+pulumi-policy would otherwise refuse to read stops the whole policy for that resource.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -19,9 +20,10 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 # The program's own tables: the repository root is on sys.path (see __main__.py).
-from components.networks import MONITORING_PORT, NETWORKS, TEMPLATE_PROVIDER_PORT
+from components.networks import MONITORING_PORT, NETWORKS, TEMPLATE_PROVIDER_PORT, minimum_storage
 from components.quantities import parse_quantity
 
 Props = Mapping[str, object]
@@ -66,9 +68,53 @@ SECCOMP_HINT: Final = "RuntimeDefault or Localhost"
 # Reading props: tolerant of missing levels, so that each policy names what is absent.
 
 
+class _Unknown:
+    """A value the engine cannot know during a preview."""
+
+    def __repr__(self) -> str:
+        return "<unknown during preview>"
+
+
+UNKNOWN: Final = _Unknown()
+
+
+def resolve_unknowns(value: object, path: str = "") -> tuple[object, list[str]]:
+    """A plain copy of pulumi-policy's props proxy with `UNKNOWN` where a value is unknown
+    (the proxy raises on reading one), and the paths of those values."""
+    if value is UNKNOWN:
+        return UNKNOWN, [path]
+    if isinstance(value, Mapping):
+        plain: dict[str, object] = {}
+        unknown: list[str] = []
+        for key in value:
+            plain[key], below = _resolve_item(value, key, f"{path}.{key}")
+            unknown += below
+        return plain, unknown
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        items: list[object] = []
+        unknown = []
+        for index in range(len(value)):
+            item, below = _resolve_item(value, index, f"{path}[{index}]")
+            items.append(item)
+            unknown += below
+        return items, unknown
+    return value, []
+
+
+def _resolve_item(container: object, key: object, path: str) -> tuple[object, list[str]]:
+    try:
+        item = container[key]  # type: ignore[index]
+    except UnknownValueError:
+        return UNKNOWN, [path]
+    return resolve_unknowns(item, path)
+
+
 def _field(obj: object, *path: str) -> object:
-    """The value at `path` below `obj`; None where a level is missing or no mapping."""
+    """The value at `path` below `obj`; None where a level is missing or no mapping, UNKNOWN
+    below an unknown level."""
     for key in path:
+        if obj is UNKNOWN:
+            return UNKNOWN
         if not isinstance(obj, Mapping):
             return None
         obj = obj.get(key)
@@ -113,7 +159,9 @@ def _containers(spec: Mapping[str, object], *, init: bool) -> list[Container]:
 
 
 def image_problem(image: object) -> str | None:
-    """Why an image reference is not pinned; None with a version tag or a digest."""
+    """Why an image reference is not pinned; None with a version tag or a digest, or unknown."""
+    if image is UNKNOWN:
+        return None
     if not isinstance(image, str) or not image:
         return "has no image"
     if "@sha256:" in image:
@@ -198,7 +246,7 @@ def check_internal_services_cluster_ip(resource_type: str, props: Props) -> list
         return []
     messages = []
     service_type = _field(props, "spec", "type") or "ClusterIP"
-    if service_type != "ClusterIP":
+    if service_type not in ("ClusterIP", UNKNOWN):
         messages.append(f"exposes ports {internal} as {service_type}, not ClusterIP")
     if _field(props, "spec", "externalIPs"):
         messages.append(f"exposes ports {internal} on spec.externalIPs")
@@ -245,13 +293,18 @@ def check_node_volume(resource_type: str, props: Props) -> list[str]:
         messages.append(f"annotation {PRUNED_ANNOTATION} is {pruned!r}, not true/false")
     if facts is None or pruned != "false":
         return messages
-    minimum = facts.min_full_storage
-    templates = _mappings(_field(props, "spec", "volumeClaimTemplates"))
+    minimum = minimum_storage(facts, pruned=False)
+    claims = _field(props, "spec", "volumeClaimTemplates")
+    templates = _mappings(claims)
+    if claims is UNKNOWN:
+        return messages
     if not templates:
         return [f"an unpruned {network} node needs a volume claim of {minimum} or more"]
     for template in templates:
         name = _field(template, "metadata", "name")
         storage = _field(template, "spec", "resources", "requests", "storage")
+        if storage is UNKNOWN:
+            continue
         try:
             size = parse_quantity(storage if isinstance(storage, str) else "")
         except ValueError:
@@ -280,7 +333,7 @@ def _pod_level_problems(spec: Mapping[str, object]) -> list[str]:
     if context.get("runAsUser") == 0:
         messages.append("pod runs as user 0 (root)")
     seccomp = _field(context, "seccompProfile", "type")
-    if seccomp is not None and seccomp not in ALLOWED_SECCOMP_TYPES:
+    if seccomp is not None and seccomp not in ALLOWED_SECCOMP_TYPES | {UNKNOWN}:
         messages.append(f"pod seccompProfile is {seccomp}, not {SECCOMP_HINT}")
     return messages
 
@@ -295,16 +348,16 @@ def _container_problems(
     non_root = context.get("runAsNonRoot")
     if non_root is None:
         non_root = pod_context.get("runAsNonRoot")
-    if non_root is not True:
+    if non_root not in (True, UNKNOWN):
         messages.append(f"{label} does not set runAsNonRoot: true (nor does the pod)")
     if context.get("runAsUser") == 0:
         messages.append(f"{label} runs as user 0 (root)")
     if context.get("privileged") is True:
         messages.append(f"{label} is privileged")
-    if context.get("allowPrivilegeEscalation") is not False:
+    if context.get("allowPrivilegeEscalation") not in (False, UNKNOWN):
         messages.append(f"{label} does not set allowPrivilegeEscalation: false")
     capabilities = _mapping(context.get("capabilities"))
-    if "ALL" not in _strings(capabilities.get("drop")):
+    if capabilities.get("drop") is not UNKNOWN and "ALL" not in _strings(capabilities.get("drop")):
         messages.append(f"{label} does not drop ALL capabilities")
     added = sorted(_strings(capabilities.get("add")) - ALLOWED_ADDED_CAPABILITIES)
     if added:
@@ -312,7 +365,7 @@ def _container_problems(
     seccomp = _field(context, "seccompProfile", "type")
     if seccomp is None:
         seccomp = _field(pod_context, "seccompProfile", "type")
-    if seccomp not in ALLOWED_SECCOMP_TYPES:
+    if seccomp not in ALLOWED_SECCOMP_TYPES | {UNKNOWN}:
         messages.append(f"{label} seccompProfile is {seccomp}, not {SECCOMP_HINT}")
     return messages
 
@@ -340,19 +393,30 @@ def adapt(validator: Validator) -> ResourceValidation:
         args: ResourceValidationArgs,
         report_violation: ReportViolation,
     ) -> None:
-        for message in validator(args.resource_type, args.props):
+        props, _ = resolve_unknowns(args.props)
+        for message in validator(args.resource_type, _mapping(props)):
             report_violation(message, None)
 
     return validate
 
 
-def _policy(name: str, validator: Validator) -> ResourceValidationPolicy:
+def check_values_known(resource_type: str, props: Props) -> list[str]:
+    """Values unknown during a preview are checked by `pulumi up`, once the engine knows them."""
+    _, unknown = resolve_unknowns(props)
+    if not unknown:
+        return []
+    return [f"not checked during preview, unknown until up: {', '.join(unknown)}"]
+
+
+def _policy(
+    name: str, validator: Validator, level: EnforcementLevel = EnforcementLevel.MANDATORY
+) -> ResourceValidationPolicy:
     # The validator's docstring is the description Pulumi prints beside a violation.
     return ResourceValidationPolicy(
         name=name,
         description=validator.__doc__ or name,
         validate=adapt(validator),
-        enforcement_level=EnforcementLevel.MANDATORY,
+        enforcement_level=level,
     )
 
 
@@ -364,4 +428,5 @@ POLICIES: Final[list[Policy]] = [
     _policy("metrics-not-public", check_metrics_not_public),
     _policy("node-volume-minimum", check_node_volume),
     _policy("pod-security-restricted", check_pod_security_restricted),
+    _policy("checked-at-up", check_values_known, EnforcementLevel.ADVISORY),
 ]

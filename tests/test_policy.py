@@ -11,7 +11,6 @@ import pulumi_policy
 import pytest
 from pulumi_policy.proxy import (
     UNKNOWN_STRING_VALUE,
-    UnknownValueError,
     unknown_checking_proxy,
 )
 
@@ -439,10 +438,12 @@ def test_adapter_reports_each_message() -> None:
 
 def test_pack_policies_are_mandatory_and_reach_the_validators() -> None:
     by_name = {policy.name: policy for policy in policies.POLICIES}
-    assert len(by_name) == len(policies.POLICIES) == 7
-    assert all(
-        policy.enforcement_level == pulumi_policy.EnforcementLevel.MANDATORY for policy in by_name.values()
-    )
+    assert len(by_name) == len(policies.POLICIES) == 8
+    advisory = {
+        name for name, p in by_name.items() if p.enforcement_level != pulumi_policy.EnforcementLevel.MANDATORY
+    }
+    assert advisory == {"checked-at-up"}
+    assert by_name["checked-at-up"].enforcement_level == pulumi_policy.EnforcementLevel.ADVISORY
     bad = deployment()
     first_container(bad)["securityContext"]["privileged"] = True
     args = SimpleNamespace(resource_type=DEPLOYMENT, props=unknown_checking_proxy(bad))
@@ -451,14 +452,46 @@ def test_pack_policies_are_mandatory_and_reach_the_validators() -> None:
     assert report.messages == ["container 'pool' is privileged"]
 
 
-def test_validators_read_the_engine_proxies_and_let_unknowns_through() -> None:
-    # Pulumi hands validators proxies, not dicts; an unknown value must reach the host,
-    # which then reports "can't run during preview" rather than a false pass.
+def validate(policy_name: str, resource_type: str, props: dict[str, Any]) -> list[str]:
+    """What one policy of the pack reports for props as the engine hands them over (proxied)."""
+    (policy,) = [p for p in policies.POLICIES if p.name == policy_name]
+    report = Recorder()
+    policy.validate(SimpleNamespace(resource_type=resource_type, props=unknown_checking_proxy(props)), report)
+    return report.messages
+
+
+def test_a_policy_skips_a_value_unknown_during_preview_and_checks_the_rest() -> None:
+    # Issue 18: a TOML embedding a Service address not yet assigned made the whole
+    # no-secrets-in-configmaps policy "can't run during preview" for that ConfigMap.
+    config = {"data": {"translator.toml": UNKNOWN_STRING_VALUE, "pool.toml": "rpcpassword=x"}}
+    assert validate("no-secrets-in-configmaps", CONFIG_MAP, config) == [
+        "data 'pool.toml' contains rpcpassword=: use a Secret"
+    ]
+    assert validate("checked-at-up", CONFIG_MAP, config) == [
+        "not checked during preview, unknown until up: .data.translator.toml"
+    ]
     props = deployment()
-    assert policies.check_pod_security_restricted(DEPLOYMENT, unknown_checking_proxy(props)) == []
     first_container(props)["image"] = UNKNOWN_STRING_VALUE
-    with pytest.raises(UnknownValueError):
-        policies.check_pinned_images(DEPLOYMENT, unknown_checking_proxy(props))
+    first_container(props)["securityContext"]["privileged"] = True
+    assert validate("pinned-images", DEPLOYMENT, props) == []
+    assert validate("pod-security-restricted", DEPLOYMENT, props) == ["container 'pool' is privileged"]
+    assert validate("checked-at-up", DEPLOYMENT, props) == [
+        "not checked during preview, unknown until up: .spec.template.spec.containers[0].image"
+    ]
+    assert validate("checked-at-up", DEPLOYMENT, deployment()) == []
+
+
+@pytest.mark.parametrize(
+    ("policy_name", "resource_type", "props"),
+    [
+        ("node-volume-minimum", STATEFUL_SET, node("mainnet", UNKNOWN_STRING_VALUE)),
+        ("internal-services-cluster-ip", SERVICE, service(UNKNOWN_STRING_VALUE, {"port": 8442})),
+    ],
+)
+def test_an_unknown_value_is_not_a_violation(
+    policy_name: str, resource_type: str, props: dict[str, Any]
+) -> None:
+    assert validate(policy_name, resource_type, props) == []
 
 
 def test_pack_entry_point_builds_the_pack(monkeypatch: pytest.MonkeyPatch) -> None:

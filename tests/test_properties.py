@@ -24,6 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from components.networks import NETWORKS, minimum_storage
+from components.quantities import parse_quantity
 from components.settings import ALL_KEYS
 from components.stack_config import SettingsError
 from tests.harness import STACKS, run_stack
@@ -194,12 +196,7 @@ def valid_scalars(stack: str) -> dict[str, st.SearchStrategy[str]]:
         "translatorImage": images,
         "nodeImage": images,
         "nodePlatform": st.sampled_from(["amd64", "arm64"]),
-        # At least 1Gi: a smaller node volume is refused (components/stack_config.py).
-        "storageSize": st.builds(
-            lambda n, u: f"{n}{u}", st.integers(2, 2000), st.sampled_from(["Gi", "Ti", "G"])
-        ),
         "storageClass": dns_labels,
-        "pruneMib": st.just("0") | in_range(550, 500_000),
         "nodeVolumeSnapshot": dns_labels,
         "retainChainData": st.sampled_from(["true", "false"]),
         "nodeResources": resources(min_memory_limit_mib=2048),
@@ -268,10 +265,29 @@ def _optional_scalars(stack: str) -> st.SearchStrategy[dict[str, str]]:
     return st.fixed_dictionaries({}, optional=valid_scalars(stack))
 
 
+QUANTITY_UNITS = {"Gi": 2**30, "Ti": 2**40, "G": 10**9}
+
+
+@st.composite
+def node_volume(draw: st.DrawFn, stack: str) -> dict[str, str]:
+    """pruneMib and storageSize, each maybe left to its default, drawn together: the volume
+    must hold what the node keeps, by the one rule the settings and the policy pack apply."""
+    chosen: dict[str, str] = {}
+    prune = draw(st.none() | st.just("0") | in_range(550, 500_000))
+    if prune is not None:
+        chosen["pruneMib"] = prune
+    if draw(st.booleans()):
+        floor = parse_quantity(minimum_storage(NETWORKS[stack], pruned=prune not in (None, "0")))
+        unit = draw(st.sampled_from(sorted(QUANTITY_UNITS)))
+        least = max(-(-floor // QUANTITY_UNITS[unit]), 1)
+        chosen["storageSize"] = f"{draw(st.integers(least, least + 2000))}{unit}"
+    return chosen
+
+
 @st.composite
 def valid_overrides(draw: st.DrawFn, stack: str) -> dict[str, str]:
     """A random subset of valid settings, plus the settings that are only valid together."""
-    overrides = dict(draw(_optional_scalars(stack)))
+    overrides = dict(draw(_optional_scalars(stack))) | draw(node_volume(stack))
     if draw(st.booleans()):
         low = draw(st.integers(1, 100))
         overrides["translatorMinReplicas"] = str(low)
@@ -428,6 +444,10 @@ def invalid_entries(stack: str) -> st.SearchStrategy[Bad]:
     half_registry = st.sampled_from(["registryServer", "registryUsername"]).map(
         lambda key: ("registry", {key: "ghcr.io"}, frozenset({"registryServer", "registryUsername"}))
     )
+    full_chain_gib = parse_quantity(minimum_storage(NETWORKS[stack], pruned=False)) // 2**30
+    unpruned_volume_too_small = st.integers(1, full_chain_gib - 1).map(
+        lambda gib: ("node-volume", {"pruneMib": "0", "storageSize": f"{gib}Gi"}, frozenset({"storageSize"}))
+    )
     unknown_keys = st.builds(
         lambda key, value: (f"unknown:{key}", {key: value}, frozenset({key})),
         st.from_regex(r"[a-z][a-zA-Z0-9]{0,24}", fullmatch=True).filter(lambda k: k not in ALL_KEYS),
@@ -495,6 +515,7 @@ def invalid_entries(stack: str) -> st.SearchStrategy[Bad]:
         bad("signetAddnode", bad_peer_lists),
         inverted_replicas,
         half_registry,
+        unpruned_volume_too_small,
         unknown_keys,
     ]
     if stack == "signet":

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from components.addresses import address_problem
 from components.networks import NETWORKS
+from components.quantities import parse_quantity
 from components.settings import Settings
 from components.stack_config import SettingsError, parse_settings
 from tests.harness import MAINNET_TEST_ADDRESS, run_stack
@@ -316,3 +317,22 @@ def test_limits_of_the_sv2_apps_are_accepted_at_the_edge() -> None:
         }
     )
     assert settings.job_keepalive_interval_secs == 65535
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_a_volume_too_small_for_an_unpruned_chain_is_refused_naming_both_keys(network: str) -> None:
+    # Found by the e2e's random settings (issue 18): mainnet with 240Gi and pruneMib 0 passed the
+    # settings and was refused only by the policy pack, after the preview had begun.
+    minimum = NETWORKS[network].min_full_storage
+    smaller = f"{parse_quantity(minimum) // 2**30 - 1}Gi"
+    address = MAINNET_TEST_ADDRESS if network == "mainnet" else SIGNET_ADDRESS
+    run = run_stack(network, {"payoutAddress": address, "storageSize": smaller, "pruneMib": "0"})
+    assert isinstance(run.error, SettingsError)
+    message = str(run.error)
+    assert f"sv2-k8s:storageSize {smaller} cannot hold the {network} chain" in message
+    assert minimum in message and "pruneMib" in message
+    assert run.resources == []
+    enough = run_stack(network, {"payoutAddress": address, "storageSize": minimum, "pruneMib": "0"})
+    assert enough.error is None, enough.error
+    pruned = run_stack(network, {"payoutAddress": address, "storageSize": smaller, "pruneMib": "550"})
+    assert pruned.error is None, pruned.error

@@ -12,8 +12,9 @@ import textwrap
 from pathlib import Path
 
 from scripts.e2e.cluster_checks import start_cluster
+from scripts.e2e.draws import COMMITTED_STACKS
 from scripts.e2e.project import Project
-from scripts.e2e.run import COMMITTED_STACKS, e2e_settings, stack_file
+from scripts.e2e.run import e2e_settings, stack_file
 
 STEPS = ("preview", "up", "no-op up")
 

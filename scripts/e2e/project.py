@@ -203,7 +203,11 @@ def leftover_processes(grace: float = 5.0) -> list[str]:
 def registered_inputs(log: Path) -> dict[tuple[str, str], Any]:
     """(type, name) → inputs of every RegisterResource request in a PULUMI_DEBUG_GRPC log."""
     found: dict[tuple[str, str], Any] = {}
-    for line in log.read_text().splitlines():
+    # One JSON document a line. Only "\n" ends one: Go's JSON leaves U+0085 unescaped in
+    # strings, and str.splitlines() would break a line there.
+    for line in log.read_text(encoding="utf-8").split("\n"):
+        if not line:
+            continue
         entry = json.loads(line)
         request = entry.get("request")
         if request and str(entry.get("method", "")).endswith(".ResourceMonitor/RegisterResource"):

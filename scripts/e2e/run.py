@@ -10,8 +10,10 @@ Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECO
 cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
 SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image); SV2_E2E_CRDS
 (Prometheus Operator CRDs: a folder, or a URL applied with kubectl); SV2_E2E_STACKS (a subset);
-SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4); SV2_E2E_MUTANTS=0
-(skip the mutants, scripts/e2e/mutants.py).
+SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4), drawn from
+SV2_E2E_SEED (any text; CI passes the commit) or SV2_E2E_RANDOM_SEEDS (draw seeds, to replay or
+hunt; scripts/e2e/draws.py); SV2_E2E_SKIP (stages skipped by name, comma-separated: stacks,
+regressions, random, mutants, sv2-apps; printed in the summary).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from scripts.e2e.cluster_checks import ClusterChecks, Kube, start_cluster
+from scripts.e2e.draws import COMMITTED_STACKS, Draw, draw, draw_seeds, regressions, run_seed
 from scripts.e2e.mutants import MUTANTS
-from scripts.e2e.project import ROOT, Project, cache_dir, leftover_processes, operations, urn_name
+from scripts.e2e.project import PROJECT, ROOT, Project, cache_dir, leftover_processes, operations, urn_name
 
-COMMITTED_STACKS = ("signet", "testnet4", "mainnet")
 ALL_SETTINGS = "all-settings"
 # BIP-173 test vector: valid on mainnet, nobody's wallet.
 MAINNET_TEST_ADDRESS = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
@@ -186,21 +188,40 @@ class Runner:
                 raise AssertionError(f"absolute build context {contexts}")
             details.append(f"same inputs from {len(copies)} checkout paths, context {', '.join(contexts)}")
 
-    def random_settings(self, index: int) -> None:
-        """Valid settings nobody listed: drawn by the property tests' own strategy, through the real
-        CLI and API server — everything accepted, a second up empty, even against the live objects."""
-        stack, settings = _draw_settings()
-        name = f"{stack}-random{index}"
-        self.project.init_stack(name, stack_file(stack), {**settings, **e2e_settings(stack)})
-        with self.step(name, "up, no-op up") as details:
+    def drawn(self, case: Draw) -> None:
+        """Valid settings nobody listed, drawn by the property tests' own strategy, through the real
+        CLI and API server: everything accepted, a second up empty, even against the live objects.
+        A regression case the program must refuse: refused naming its key, before any resource."""
+        self.project.init_stack(
+            case.name, stack_file(case.stack), {**case.settings, **e2e_settings(case.stack)}
+        )
+        step = "refused" if case.refused_key else "up, no-op up"
+        with self.step(case.name, step) as details:
             try:
-                registered = self.project.up_registering(name)
-                details += self.checks.as_rendered(self.project.state(name), registered)
-                self.project.up(name, "--expect-no-changes")
-                self.project.preview(name, "--refresh", "--expect-no-changes")
+                if case.refused_key:
+                    details += self._refused(case.name, case.refused_key)
+                else:
+                    registered = self.project.up_registering(case.name)
+                    details += self.checks.as_rendered(self.project.state(case.name), registered)
+                    self.project.up(case.name, "--expect-no-changes")
+                    self.project.preview(case.name, "--refresh", "--expect-no-changes")
+                    details.append(f"{len(case.settings)} settings drawn")
             except Exception as error:
-                raise AssertionError(f"{error}\n  settings: {json.dumps(settings)}") from error
-            details.append(f"{len(settings)} settings drawn")
+                raise AssertionError(
+                    f"{error}\n  settings: {json.dumps(case.settings)}\n  replay: {case.replay}"
+                ) from error
+
+    def _refused(self, stack: str, key: str) -> list[str]:
+        outcome = self.project.run("up", "--yes", "--skip-plugin-pre-install", stack=stack, check=False)
+        output = outcome.stdout + outcome.stderr
+        named = f"{PROJECT}:{key} "
+        if named not in output:
+            raise AssertionError(f"`up` did not refuse naming {key}:\n{output[-1500:]}")
+        created = [r["type"] for r in self.project.state(stack) if r["type"] != "pulumi:pulumi:Stack"]
+        if created:
+            raise AssertionError(f"refused, but {len(created)} resources exist: {sorted(set(created))}")
+        line = next(li.strip() for li in output.splitlines() if named in li)
+        return [f"no resource created; {line[:140]}"]
 
     def _pod_count(self, stack: str) -> int:
         replicas = 3 if stack == ALL_SETTINGS else 2  # translatorMinReplicas
@@ -244,31 +265,6 @@ class Runner:
         return [f"{len(updated)} updated in place", f"{len(allowed)} seeds replaced"]
 
 
-def _draw_settings() -> tuple[str, dict[str, Any]]:
-    """A stack and valid settings for it, as native config values (lists and maps as objects)."""
-    import random
-    import warnings
-
-    from hypothesis.errors import NonInteractiveExampleWarning
-
-    from tests.test_properties import valid_overrides
-
-    stack = random.choice(COMMITTED_STACKS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
-        drawn = valid_overrides(stack).example()
-    drawn.pop("nodeImage", None)  # the e2e presets it
-    settings: dict[str, Any] = {}
-    for key, text in drawn.items():
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(text)
-            if isinstance(parsed, dict | list):
-                settings[key] = parsed
-                continue
-        settings[key] = text
-    return stack, settings
-
-
 def _same_random_ids(before: list[dict[str, Any]], after: list[dict[str, Any]], rotating: bool) -> None:
     def ids(state: list[dict[str, Any]]) -> dict[str, str]:
         return {r["urn"]: str(r.get("id")) for r in state if str(r.get("type", "")).startswith("random:")}
@@ -279,8 +275,41 @@ def _same_random_ids(before: list[dict[str, Any]], after: list[dict[str, Any]], 
         raise AssertionError(f"random resources changed: {changed}")
 
 
+STAGES = ("stacks", "regressions", "random", "mutants", "sv2-apps")
+
+
+def skipped_stages() -> list[str]:
+    """The stages the caller named in SV2_E2E_SKIP (comma-separated): only those are skipped."""
+    named = [name.strip() for name in os.environ.get("SV2_E2E_SKIP", "").split(",") if name.strip()]
+    unknown = sorted(set(named) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"SV2_E2E_SKIP names unknown stages {unknown}; stages: {', '.join(STAGES)}")
+    return named
+
+
+def random_cases() -> tuple[list[Draw], str]:
+    """The random stage's draws: SV2_E2E_RANDOM_SEEDS (replay or hunt), else SV2_E2E_RANDOM
+    (default 4) seeds derived from the run seed; and a line that says where they came from."""
+    listed = os.environ.get("SV2_E2E_RANDOM_SEEDS", "").split()
+    if listed:
+        return [draw(int(seed)) for seed in listed], f"seeds {' '.join(listed)} (SV2_E2E_RANDOM_SEEDS)"
+    seed, origin = run_seed()
+    count = int(os.environ.get("SV2_E2E_RANDOM", "4"))
+    return [draw(s) for s in draw_seeds(seed, count)], f"{count} draws from run seed {seed} ({origin})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    stacks = (os.environ.get("SV2_E2E_STACKS") or " ".join([*COMMITTED_STACKS, ALL_SETTINGS])).split()
+    skip = skipped_stages()
+    stacks = (
+        []
+        if "stacks" in skip
+        else (os.environ.get("SV2_E2E_STACKS") or " ".join([*COMMITTED_STACKS, ALL_SETTINGS])).split()
+    )
+    cases = [] if "regressions" in skip else regressions()
+    if "random" not in skip:
+        drawn, origin = random_cases()
+        print(f"e2e random settings: {origin}", flush=True)
+        cases += drawn
     from scripts.e2e.sv2_apps import check as check_apps
 
     mutants_ok = mutants_failed = 0
@@ -289,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         project = Project(kube.env)
         runner = Runner(project, kube)
         try:
-            with contextlib.suppress(StepFailedError):
-                runner.image_inputs()
+            if stacks:
+                with contextlib.suppress(StepFailedError):
+                    runner.image_inputs()
             for stack in stacks:
                 try:
                     runner.stack(stack)
@@ -298,37 +328,44 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 finally:
                     _quiet(functools.partial(project.destroy, stack))
-            for index in range(int(os.environ.get("SV2_E2E_RANDOM", "4"))):
+            for case in cases:
                 try:
-                    runner.random_settings(index)
+                    runner.drawn(case)
                 except StepFailedError:
                     continue
                 finally:
-                    _quiet(functools.partial(_destroy_random, project, index))
+                    _quiet(functools.partial(project.destroy, case.name))
         finally:
             project.close()
-        if os.environ.get("SV2_E2E_MUTANTS") != "0":
+        if "mutants" not in skip:
             for ok, line in check_mutants(kube):
                 print(line, flush=True)
                 mutants_ok, mutants_failed = mutants_ok + ok, mutants_failed + (not ok)
     apps_ok = apps_failed = 0
-    skip_apps = os.environ.get("SV2_E2E_SKIP_APPS") == "1"
-    missing = [b for b in ("pool_sv2", "translator_sv2", "fake-tp") if not (cache_dir() / "bin" / b).exists()]
-    if missing and not skip_apps:
-        print(f"e2e sv2-apps: SKIPPED — {', '.join(missing)} not built (make e2e-tools)", flush=True)
-        skip_apps = True
-    app_stacks = [] if skip_apps else [s for s in stacks if s in COMMITTED_STACKS]
-    for stack in app_stacks:
-        try:
-            for line in check_apps(stack):
-                print(line, flush=True)
-            apps_ok += 1
-        except Exception as error:
+    if "sv2-apps" not in skip:
+        missing = [
+            b for b in ("pool_sv2", "translator_sv2", "fake-tp") if not (cache_dir() / "bin" / b).exists()
+        ]
+        if missing:
             apps_failed += 1
-            print(f"e2e {stack} sv2-apps: FAILED\n  {error}", flush=True)
+            print(
+                f"e2e sv2-apps: FAILED — {', '.join(missing)} not built: run make e2e-tools, "
+                "or skip the stage by name (SV2_E2E_SKIP=sv2-apps)",
+                flush=True,
+            )
+        for stack in [] if missing else [s for s in stacks if s in COMMITTED_STACKS]:
+            try:
+                for line in check_apps(stack):
+                    print(line, flush=True)
+                apps_ok += 1
+            except Exception as error:
+                apps_failed += 1
+                print(f"e2e {stack} sv2-apps: FAILED\n  {error}", flush=True)
     leftovers = leftover_processes()
     if leftovers:
         print("e2e leftover processes: FAILED\n  " + "\n  ".join(leftovers), flush=True)
+    if skip:
+        print(f"e2e skipped by request (SV2_E2E_SKIP): {', '.join(skip)}", flush=True)
     passed = runner.passed + apps_ok + mutants_ok
     failed = runner.failed + apps_failed + mutants_failed + bool(leftovers)
     print(f"{passed} passed, {failed} failed")
@@ -364,12 +401,6 @@ def check_mutants(kube: Kube) -> Iterator[tuple[bool, str]]:
         finally:
             _quiet(functools.partial(project.destroy, mutant.stack))
             project.close()
-
-
-def _destroy_random(project: Project, index: int) -> None:
-    for stack in COMMITTED_STACKS:
-        if (project.dir / f"Pulumi.{stack}-random{index}.yaml").exists():
-            project.destroy(f"{stack}-random{index}")
 
 
 def _quiet(action: Callable[[], object]) -> None:
