@@ -8,11 +8,11 @@ import pulumi
 from components.bitcoin_node import BitcoinNode, BitcoinNodeArgs
 from components.credentials import Credentials, CredentialsArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.namespace import kubernetes_provider, mining_namespace
+from components.namespace import cluster_connection, kubernetes_provider, mining_namespace
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.networks import TEMPLATE_PROVIDER_PORT
 from components.pool import Pool, PoolArgs
-from components.stack_config import cluster_connection, load_settings
+from components.stack_config import load_settings
 from components.translator import Translator, TranslatorArgs
 
 settings, registry_password = load_settings()

@@ -12,13 +12,8 @@ import pulumi_kubernetes as k8s
 from components import image_contract as contract
 from components import workload
 from components.keys import AuthorityKeyPair
-from components.monitoring import (
-    EXPORTER_PORT,
-    RPC_PASSWORD_KEY,
-    RPC_USER_KEY,
-    node_exporter_container,
-)
 from components.networks import TEMPLATE_PROVIDER_PORT
+from components.node_exporter import EXPORTER_PORT, RPC_PASSWORD_KEY, RPC_USER_KEY, node_exporter_container
 from components.renderers import bitcoin_conf, sv2_tp_conf
 from components.settings import Settings
 
@@ -41,6 +36,21 @@ class BitcoinNodeArgs:
     registry_password: pulumi.Input[str] | None = None
 
 
+@dataclass(frozen=True)
+class _Services:
+    p2p: k8s.core.v1.Service
+    rpc: k8s.core.v1.Service
+    template_provider: k8s.core.v1.Service
+
+
+@dataclass(frozen=True)
+class _Configs:
+    """The node's config objects as pod volumes, and what a change to them must roll."""
+
+    volumes: list[workload.Fields]
+    texts: tuple[pulumi.Input[str], ...]
+
+
 class BitcoinNode(pulumi.ComponentResource):
     """A StatefulSet of one pod: the multiprocess node and sv2-tp under supervisord."""
 
@@ -52,20 +62,64 @@ class BitcoinNode(pulumi.ComponentResource):
         super().__init__("sv2:node:BitcoinNode", name, None, opts)
         child = workload.child_options(self, opts)
         settings = args.settings
-        facts = settings.facts
 
         self.image, pull_secrets = self._image(name, settings, args.registry_password, child)
-        account = workload.service_account(name, COMPONENT, settings, child)
+        account = workload.service_account(name, COMPONENT, settings.placement, child)
+        services = self._services(name, settings, child)
+        configs = self._config_objects(name, settings, args, services.p2p, child)
+        containers = [self._node_container(settings)]
+        if settings.monitoring_enabled:
+            containers.append(self._exporter(name, settings, args, child))
+        self.chain_data_claim = f"{VOLUME}-{name}-0"
+        pod_spec = workload.pod_spec(
+            settings.placement,
+            service_account=account.metadata.name,
+            uid=contract.UID,
+            containers=containers,
+            volumes=configs.volumes,
+            grace_seconds=GRACE_SECONDS,
+            image_pull_secrets=pull_secrets,
+        )
+        self._stateful_set(name, settings, services.rpc, pod_spec, configs, child)
 
+        self.template_provider_ip = workload.cluster_ip(services.template_provider)
+        self.register_outputs({"image": self.image, "template_provider_ip": self.template_provider_ip})
+
+    def _services(self, name: str, settings: Settings, opts: pulumi.ResourceOptions) -> _Services:
+        facts, placement = settings.facts, settings.placement
         p2p = workload.service(
             f"{name}-p2p",
             COMPONENT,
-            settings,
+            placement,
             {"p2p": facts.p2p_port},
-            child,
+            opts,
             service_type="NodePort",
             node_port=settings.p2p_node_port or None,
         )
+        rpc = workload.service(f"{name}-rpc", COMPONENT, placement, {"rpc": facts.rpc_port}, opts)
+        # The pod is ready once out of initial block download. Where sv2-tp serves templates
+        # before that (signet), its Service must not wait for readiness, or a private signet,
+        # which stays "in IBD" until somebody mines, never gets its first block.
+        template_provider = workload.service(
+            f"{name}-tp",
+            COMPONENT,
+            placement,
+            {"sv2-tp": TEMPLATE_PROVIDER_PORT},
+            opts,
+            extra_spec={"publishNotReadyAddresses": True} if facts.templates_during_ibd else None,
+        )
+        return _Services(p2p, rpc, template_provider)
+
+    def _config_objects(
+        self,
+        name: str,
+        settings: Settings,
+        args: BitcoinNodeArgs,
+        p2p: k8s.core.v1.Service,
+        opts: pulumi.ResourceOptions,
+    ) -> _Configs:
+        """bitcoin.conf (a Secret: it carries rpcauth), sv2-tp.conf, and the TP's key file."""
+        placement = settings.placement
         # The NodePort Kubernetes allocated (or the fixed one) is what the node advertises.
         p2p_node_port = p2p.spec.ports.apply(lambda ports: ports[0].node_port)
         node_conf: pulumi.Output[str] = pulumi.Output.secret(
@@ -80,24 +134,36 @@ class BitcoinNode(pulumi.ComponentResource):
             )
         )
         conf_secret = workload.file_secret(
-            f"{name}-conf", COMPONENT, settings, {"bitcoin.conf": node_conf}, child
+            f"{name}-conf", COMPONENT, placement, {"bitcoin.conf": node_conf}, opts
         )
         tp_conf_map = k8s.core.v1.ConfigMap(
             f"{name}-sv2-tp-conf",
-            metadata=workload.metadata(f"{name}-sv2-tp-conf", COMPONENT, settings),
+            metadata=workload.metadata(f"{name}-sv2-tp-conf", COMPONENT, placement),
             data={"sv2-tp.conf": tp_conf},
-            opts=child,
+            opts=opts,
         )
         key_secret = k8s.core.v1.Secret(
             f"{name}-tp-key",
-            metadata=workload.metadata(f"{name}-tp-key", COMPONENT, settings),
+            metadata=workload.metadata(f"{name}-tp-key", COMPONENT, placement),
             type="Opaque",
             data={"sv2_authority_key": key_file_b64},
-            opts=child,
+            opts=opts,
         )
+        volumes = [
+            {
+                "name": "bitcoin-conf",
+                "secret": {"secretName": conf_secret.metadata.name, "defaultMode": 0o440},
+            },
+            {"name": "sv2-tp-conf", "configMap": {"name": tp_conf_map.metadata.name, "defaultMode": 0o444}},
+            {"name": "sv2-tp-key", "secret": {"secretName": key_secret.metadata.name, "defaultMode": 0o440}},
+        ]
+        return _Configs(volumes, (node_conf, tp_conf, key_file_b64))
 
+    def _node_container(self, settings: Settings) -> workload.Fields:
+        """bitcoin-node and sv2-tp under supervisord, as the image runs them."""
+        facts = settings.facts
         ports = {"rpc": facts.rpc_port, "p2p": facts.p2p_port, "sv2-tp": TEMPLATE_PROVIDER_PORT}
-        container = {
+        return {
             "name": COMPONENT,
             "image": self.image,
             "imagePullPolicy": self.image.apply(workload.pull_policy),
@@ -128,61 +194,65 @@ class BitcoinNode(pulumi.ComponentResource):
                 workload.scratch_mount(),
             ],
         }
-        volumes = [
-            {
-                "name": "bitcoin-conf",
-                "secret": {"secretName": conf_secret.metadata.name, "defaultMode": 0o440},
-            },
-            {"name": "sv2-tp-conf", "configMap": {"name": tp_conf_map.metadata.name, "defaultMode": 0o444}},
-            {"name": "sv2-tp-key", "secret": {"secretName": key_secret.metadata.name, "defaultMode": 0o440}},
-        ]
-        containers = [container]
-        if settings.monitoring_enabled:
-            rpc_credentials = workload.file_secret(
-                f"{name}-rpc-credentials",
-                COMPONENT,
-                settings,
-                {RPC_USER_KEY: args.rpc_user, RPC_PASSWORD_KEY: args.rpc_password},
-                child,
-            )
-            containers.append(node_exporter_container(settings, rpc_credentials.metadata.name))
-            workload.service(
-                f"{name}-metrics", COMPONENT, settings, {workload.METRICS_PORT_NAME: EXPORTER_PORT}, child
-            )
-        rpc = workload.service(f"{name}-rpc", COMPONENT, settings, {"rpc": facts.rpc_port}, child)
-        # The pod is ready once out of initial block download. Where sv2-tp serves templates
-        # before that (signet), its Service must not wait for readiness, or a private signet,
-        # which stays "in IBD" until somebody mines, never gets its first block.
-        template_provider = workload.service(
-            f"{name}-tp",
+
+    def _exporter(
+        self, name: str, settings: Settings, args: BitcoinNodeArgs, opts: pulumi.ResourceOptions
+    ) -> workload.Fields:
+        """The metrics sidecar (monitoringEnabled), its RPC credentials and its Service."""
+        rpc_credentials = workload.file_secret(
+            f"{name}-rpc-credentials",
             COMPONENT,
-            settings,
-            {"sv2-tp": TEMPLATE_PROVIDER_PORT},
-            child,
-            extra_spec={"publishNotReadyAddresses": True} if facts.templates_during_ibd else None,
+            settings.placement,
+            {RPC_USER_KEY: args.rpc_user, RPC_PASSWORD_KEY: args.rpc_password},
+            opts,
+        )
+        workload.service(
+            f"{name}-metrics",
+            COMPONENT,
+            settings.placement,
+            {workload.METRICS_PORT_NAME: EXPORTER_PORT},
+            opts,
+        )
+        return node_exporter_container(
+            settings.node_exporter_image,
+            settings.node_exporter_resources,
+            settings.facts.rpc_port,
+            rpc_credentials.metadata.name,
         )
 
-        claim_spec: dict[str, object] = {
+    def _claim_spec(self, settings: Settings) -> workload.Fields:
+        spec: workload.Fields = {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": settings.storage_size}},
         }
         if settings.storage_class:
-            claim_spec["storageClassName"] = settings.storage_class
+            spec["storageClassName"] = settings.storage_class
         if settings.node_volume_snapshot:
             # Start from a synced copy instead of days of initial block download.
-            claim_spec["dataSource"] = {
+            spec["dataSource"] = {
                 "apiGroup": "snapshot.storage.k8s.io",
                 "kind": "VolumeSnapshot",
                 "name": settings.node_volume_snapshot,
             }
+        return spec
+
+    def _stateful_set(
+        self,
+        name: str,
+        settings: Settings,
+        rpc: k8s.core.v1.Service,
+        pod_spec: workload.Fields,
+        configs: _Configs,
+        opts: pulumi.ResourceOptions,
+    ) -> k8s.apps.v1.StatefulSet:
+        placement = settings.placement
         retention = "Retain" if settings.retain_chain_data else "Delete"
-        self.chain_data_claim = f"{VOLUME}-{name}-0"
-        k8s.apps.v1.StatefulSet(
+        return k8s.apps.v1.StatefulSet(
             name,
             metadata=workload.metadata(
                 name,
                 COMPONENT,
-                settings,
+                placement,
                 {**workload.SKIP_AWAIT, "sv2-k8s/pruned": str(settings.pruned).lower()},
             ),
             spec={
@@ -193,42 +263,29 @@ class BitcoinNode(pulumi.ComponentResource):
                 "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": retention},
                 "volumeClaimTemplates": [
                     {
-                        "metadata": {"name": VOLUME, "labels": workload.labels(COMPONENT, settings)},
-                        "spec": claim_spec,
+                        "metadata": {"name": VOLUME, "labels": workload.labels(COMPONENT, placement)},
+                        "spec": self._claim_spec(settings),
                     }
                 ],
                 "template": {
                     "metadata": {
-                        "labels": workload.labels(COMPONENT, settings),
+                        "labels": workload.labels(COMPONENT, placement),
                         # A new TP key or config restarts the pod, so sv2-tp and the pool
                         # switch keys together.
                         "annotations": {
-                            workload.CONFIG_HASH_ANNOTATION: workload.config_hash(
-                                node_conf, tp_conf, key_file_b64
-                            )
+                            workload.CONFIG_HASH_ANNOTATION: workload.config_hash(*configs.texts)
                         },
                     },
-                    "spec": workload.pod_spec(
-                        settings,
-                        service_account=account.metadata.name,
-                        uid=contract.UID,
-                        containers=containers,
-                        volumes=volumes,
-                        grace_seconds=GRACE_SECONDS,
-                        image_pull_secrets=pull_secrets,
-                    ),
+                    "spec": pod_spec,
                 },
             },
             # Kubernetes cannot change volumeClaimTemplates in place: a new size, class or
             # snapshot would make Pulumi replace the StatefulSet. They apply to new claims;
             # README explains how to grow the existing one.
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(ignore_changes=["spec.volumeClaimTemplates"])
+                opts, pulumi.ResourceOptions(ignore_changes=["spec.volumeClaimTemplates"])
             ),
         )
-
-        self.template_provider_ip = workload.cluster_ip(template_provider)
-        self.register_outputs({"image": self.image, "template_provider_ip": self.template_provider_ip})
 
     def _image(
         self,
@@ -258,7 +315,7 @@ class BitcoinNode(pulumi.ComponentResource):
             )
             k8s.core.v1.Secret(
                 secret_name,
-                metadata=workload.metadata(secret_name, COMPONENT, settings),
+                metadata=workload.metadata(secret_name, COMPONENT, settings.placement),
                 type="kubernetes.io/dockerconfigjson",
                 string_data={".dockerconfigjson": auth},
                 opts=opts,

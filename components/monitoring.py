@@ -1,8 +1,7 @@
 """Monitoring: ServiceMonitors, alert rules and a Grafana dashboard for the Prometheus Operator.
 
-Pool and translator serve /metrics themselves (SV2-FACTS §4). Bitcoin Core has none, so the node
-pod runs jvstein/bitcoin-prometheus-exporter as a sidecar (`node_exporter_container`), which
-reads RPC on 127.0.0.1 with the generated credentials.
+Pool and translator serve /metrics themselves (SV2-FACTS §4). Bitcoin Core has none: the node
+pod runs an exporter sidecar (components/node_exporter.py), scraped like the others.
 """
 
 import json
@@ -13,14 +12,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import workload
+from components.node_exporter import EXPORTER_SOURCE
 from components.settings import Settings
 
 COMPONENT = "monitoring"
-EXPORTER_CONTAINER: Final = "bitcoin-exporter"
-EXPORTER_PORT: Final = 9332  # the exporter's default METRICS_PORT
-EXPORTER_UID: Final = 10030
-RPC_USER_KEY: Final = "rpc-user"
-RPC_PASSWORD_KEY: Final = "rpc-password"
 # kube-prometheus-stack's Grafana sidecar loads ConfigMaps carrying this label.
 DASHBOARD_LABEL: Final = {"grafana_dashboard": "1"}
 # Prometheus names each target's job after this Service label, so rules say job="pool"
@@ -32,7 +27,7 @@ SYNCED_PROGRESS: Final = 0.999
 _SV2_APPS = "sv2-apps /metrics, v0.2.0 and later (SV2-FACTS §4)"
 _SV2_APPS_V020 = "sv2-apps v0.2.0 /metrics only (stratum-apps 0.2.0; renamed upstream by PR #252)"
 _SV2_APPS_V030 = "sv2-apps v0.3.0+ /metrics (stratum-apps 0.3.0, crates pool_sv2/translator_sv2 0.2.0)"
-_EXPORTER = "jvstein/bitcoin-prometheus-exporter v0.7.0"
+_EXPORTER = EXPORTER_SOURCE
 _PROMETHEUS = "Prometheus, per scrape target"
 _KSM = "kube-state-metrics (kube-prometheus-stack)"
 _KUBELET = "kubelet volume stats (kube-prometheus-stack)"
@@ -75,35 +70,6 @@ SV2_APPS_PER_CHANNEL: Final = frozenset(
 class MonitoringArgs:
     settings: Settings
     node_claim: str  # the node's chain volume claim, watched for filling up
-
-
-def node_exporter_container(
-    settings: Settings, credentials_secret_name: pulumi.Input[str]
-) -> workload.Fields:
-    """The exporter sidecar: RPC over the pod's loopback, credentials from the Secret only."""
-
-    def from_secret(key: str) -> workload.Fields:
-        return {"valueFrom": {"secretKeyRef": {"name": credentials_secret_name, "key": key}}}
-
-    return {
-        "name": EXPORTER_CONTAINER,
-        "image": settings.node_exporter_image,
-        "imagePullPolicy": workload.pull_policy(settings.node_exporter_image),
-        "env": [
-            {"name": "BITCOIN_RPC_HOST", "value": "127.0.0.1"},
-            {"name": "BITCOIN_RPC_PORT", "value": str(settings.facts.rpc_port)},
-            {"name": "BITCOIN_RPC_USER", **from_secret(RPC_USER_KEY)},
-            {"name": "BITCOIN_RPC_PASSWORD", **from_secret(RPC_PASSWORD_KEY)},
-            {"name": "METRICS_PORT", "value": str(EXPORTER_PORT)},
-        ],
-        "ports": [{"name": workload.METRICS_PORT_NAME, "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
-        "resources": workload.resources(settings.node_exporter_resources),
-        "securityContext": workload.container_security(EXPORTER_UID),
-        # TCP, not /metrics: a scrape makes RPC calls, which stall while the node warms up.
-        "readinessProbe": workload.tcp_probe(EXPORTER_PORT),
-        "livenessProbe": workload.tcp_probe(EXPORTER_PORT, period=30, delay=10),
-        "volumeMounts": [workload.scratch_mount()],
-    }
 
 
 def _selector(settings: Settings, **labels: str) -> str:
@@ -318,7 +284,7 @@ class Monitoring(pulumi.ComponentResource):
         settings = args.settings
 
         def meta(resource_name: str, extra_labels: dict[str, str]) -> workload.Fields:
-            base = workload.metadata(resource_name, COMPONENT, settings)
+            base = workload.metadata(resource_name, COMPONENT, settings.placement)
             base["labels"].update(extra_labels)
             return base
 

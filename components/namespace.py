@@ -1,10 +1,27 @@
 """The cluster connection and the namespace every object of a stack lives in."""
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.settings import ClusterConnection, Settings
+from components.settings import Settings
 from components.workload import NETWORK_LABEL, PART_OF
+
+
+@dataclass(frozen=True)
+class ClusterConnection:
+    """The default provider's `kubernetes:kubeconfig` and `kubernetes:context`, for the program's
+    explicit provider. A kubeconfig carries credentials: it stays a secret Output."""
+
+    kubeconfig: pulumi.Output[str] | None
+    context: str | None
+
+
+def cluster_connection() -> ClusterConnection:
+    """Read from the stack's `kubernetes:` settings, which the default provider would use."""
+    kubernetes = pulumi.Config("kubernetes")
+    return ClusterConnection(kubernetes.get_secret("kubeconfig"), kubernetes.get("context"))
 
 
 def kubernetes_provider(connection: ClusterConnection) -> k8s.Provider:

@@ -115,7 +115,7 @@ class NetworkPolicies(pulumi.ComponentResource):
             resource_name = f"{name}-{policy_name}"
             k8s.networking.v1.NetworkPolicy(
                 resource_name,
-                metadata=workload.metadata(resource_name, "network-policy", settings),
+                metadata=workload.metadata(resource_name, "network-policy", settings.placement),
                 spec=spec,
                 opts=child,
             )

@@ -1,5 +1,6 @@
 """Per-network facts: the one table that says how signet, testnet4 and mainnet differ."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -16,6 +17,8 @@ class NetworkFacts:
     p2pkh_version: int  # base58check version byte of 1… / m…, n… addresses
     p2sh_version: int  # base58check version byte of 3… / 2… addresses
     default_storage: str  # node volume for an unpruned node, with room to grow
+    # The node container's default requests and limits (nodeResources).
+    node_resources: Mapping[str, Mapping[str, str]]
     min_full_storage: str  # the least an unpruned node can live with today (the policy pack's floor)
     is_mainnet: bool
     # sv2-tp serves templates during initial block download on signet only (template_provider.cpp:
@@ -53,6 +56,10 @@ def minimum_storage(network: NetworkFacts, *, pruned: bool) -> str:
     return MIN_NODE_VOLUME if pruned else network.min_full_storage
 
 
+def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, dict[str, str]]:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
 NETWORKS: Final[dict[str, NetworkFacts]] = {
     "signet": NetworkFacts(
         name="signet",
@@ -64,6 +71,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         p2sh_version=0xC4,
         default_storage="10Gi",
         min_full_storage="10Gi",
+        node_resources=_resources("500m", "2Gi", "2", "4Gi"),
         is_mainnet=False,
         templates_during_ibd=True,
     ),
@@ -77,6 +85,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         p2sh_version=0xC4,
         default_storage="50Gi",
         min_full_storage="50Gi",
+        node_resources=_resources("1", "3Gi", "2", "6Gi"),
         is_mainnet=False,
     ),
     "mainnet": NetworkFacts(
@@ -90,6 +99,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         # A full chain with room to grow through 2027 (about 700 GB at the end of 2025).
         default_storage="1Ti",
         min_full_storage="750Gi",
+        node_resources=_resources("2", "8Gi", "4", "16Gi"),
         is_mainnet=True,
     ),
 }

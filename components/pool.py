@@ -48,11 +48,11 @@ class Pool(pulumi.ComponentResource):
             )
         )
         config_secret = workload.file_secret(
-            f"{name}-config", COMPONENT, settings, {"pool.toml": config}, child
+            f"{name}-config", COMPONENT, settings.placement, {"pool.toml": config}, child
         )
-        account = workload.service_account(name, COMPONENT, settings, child)
+        account = workload.service_account(name, COMPONENT, settings.placement, child)
         service = workload.service(
-            name, COMPONENT, settings, {"sv2": POOL_PORT, "metrics": MONITORING_PORT}, child
+            name, COMPONENT, settings.placement, {"sv2": POOL_PORT, "metrics": MONITORING_PORT}, child
         )
         container = workload.sv2_app_container(
             COMPONENT,
@@ -65,7 +65,7 @@ class Pool(pulumi.ComponentResource):
         )
         k8s.apps.v1.Deployment(
             name,
-            metadata=workload.metadata(name, COMPONENT, settings, workload.SKIP_AWAIT),
+            metadata=workload.metadata(name, COMPONENT, settings.placement, workload.SKIP_AWAIT),
             spec={
                 "replicas": 1,
                 # Never two pools at once: both would hand out the same search space.
@@ -73,7 +73,7 @@ class Pool(pulumi.ComponentResource):
                 "selector": {"matchLabels": workload.selector_labels(COMPONENT)},
                 "template": workload.sv2_app_template(
                     COMPONENT,
-                    settings,
+                    settings.placement,
                     container=container,
                     config_source={
                         "secret": {"secretName": config_secret.metadata.name, "defaultMode": 0o440}

@@ -8,15 +8,14 @@ type, default (fixed or per network) and description. README's settings referenc
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
-import pulumi
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from components.networks import NETWORKS, NetworkFacts, pruned_storage
+from components.placement import Placement
 from components.setting_types import (
     I64_MAX,
     MAX_CERT_VALIDITY_SECS,
@@ -67,15 +66,10 @@ def _default_storage(network: NetworkFacts, prune_mib: str) -> str:
     return network.default_storage
 
 
-# Per-network defaults: settings whose default depends on the chain.
-NODE_RESOURCES: Final[dict[str, dict[str, Any]]] = {
-    "signet": _resources("500m", "2Gi", "2", "4Gi"),
-    "testnet4": _resources("1", "3Gi", "2", "6Gi"),
-    "mainnet": _resources("2", "8Gi", "4", "16Gi"),
-}
+# Per-network defaults: settings whose default depends on the chain (components/networks.py).
 PER_NETWORK_DEFAULTS: Final[dict[str, Callable[[NetworkFacts, Mapping[str, Any]], Any]]] = {
     "storageSize": lambda net, raw: _default_storage(net, str(raw.get("pruneMib", "0"))),
-    "nodeResources": lambda net, raw: NODE_RESOURCES[net.name],
+    "nodeResources": lambda net, raw: {part: dict(amounts) for part, amounts in net.node_resources.items()},
 }
 
 
@@ -401,6 +395,16 @@ class Settings(Model):
     def pruned(self) -> bool:
         return self.prune_mib > 0
 
+    @property
+    def placement(self) -> Placement:
+        """What every workload object needs of the settings: namespace, network, pod placement."""
+        return Placement(
+            namespace=self.namespace,
+            network=self.network,
+            node_selector=dict(self.node_selector),
+            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in self.tolerations),
+        )
+
 
 SECRET_SETTINGS: Final = {
     "registryPassword": "Registry password for the node image (set with --secret).",
@@ -454,12 +458,3 @@ def field_default(key: str) -> Any:
             default = info.get_default(call_default_factory=True)
             return default.model_dump() if isinstance(default, BaseModel) else default
     raise KeyError(key)
-
-
-@dataclass(frozen=True)
-class ClusterConnection:
-    """The default provider's `kubernetes:kubeconfig` and `kubernetes:context`, for the program's
-    explicit provider. A kubeconfig carries credentials: it stays a secret Output."""
-
-    kubeconfig: pulumi.Output[str] | None
-    context: str | None

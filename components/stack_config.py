@@ -24,7 +24,6 @@ from components.settings import (
     PROJECT,
     SECRET_SETTINGS,
     STRUCTURED_KEYS,
-    ClusterConnection,
     Settings,
     field_default,
     field_info,
@@ -186,11 +185,6 @@ def _project_config_keys() -> list[str]:
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
     return [key.removeprefix(prefix) for key in merged if key.startswith(prefix)]
-
-
-def cluster_connection() -> ClusterConnection:
-    kubernetes = pulumi.Config("kubernetes")
-    return ClusterConnection(kubernetes.get_secret("kubeconfig"), kubernetes.get("context"))
 
 
 def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:

@@ -42,11 +42,11 @@ class Translator(pulumi.ComponentResource):
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata=workload.metadata(f"{name}-config", COMPONENT, settings),
+            metadata=workload.metadata(f"{name}-config", COMPONENT, settings.placement),
             data={"translator.toml": config},
             opts=child,
         )
-        account = workload.service_account(name, COMPONENT, settings, child)
+        account = workload.service_account(name, COMPONENT, settings.placement, child)
         container = workload.sv2_app_container(
             COMPONENT,
             image=settings.translator_image,
@@ -58,7 +58,7 @@ class Translator(pulumi.ComponentResource):
         )
         deployment = k8s.apps.v1.Deployment(
             name,
-            metadata=workload.metadata(name, COMPONENT, settings, workload.SKIP_AWAIT),
+            metadata=workload.metadata(name, COMPONENT, settings.placement, workload.SKIP_AWAIT),
             spec={
                 # No `replicas`: the HPA owns it, and an update must not reset it.
                 "selector": {"matchLabels": workload.selector_labels(COMPONENT)},
@@ -69,7 +69,7 @@ class Translator(pulumi.ComponentResource):
                 },
                 "template": workload.sv2_app_template(
                     COMPONENT,
-                    settings,
+                    settings.placement,
                     container=container,
                     config_source={"configMap": {"name": config_map.metadata.name, "defaultMode": 0o444}},
                     config_text=config,
@@ -81,7 +81,7 @@ class Translator(pulumi.ComponentResource):
         )
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             name,
-            metadata=workload.metadata(name, COMPONENT, settings),
+            metadata=workload.metadata(name, COMPONENT, settings.placement),
             spec={
                 "scaleTargetRef": {
                     "apiVersion": "apps/v1",
@@ -106,7 +106,7 @@ class Translator(pulumi.ComponentResource):
         )
         k8s.policy.v1.PodDisruptionBudget(
             name,
-            metadata=workload.metadata(name, COMPONENT, settings),
+            metadata=workload.metadata(name, COMPONENT, settings.placement),
             spec={
                 "maxUnavailable": 1,
                 "selector": {"matchLabels": workload.selector_labels(COMPONENT)},
@@ -121,7 +121,7 @@ class Translator(pulumi.ComponentResource):
         miners = workload.service(
             f"{name}-miners",
             COMPONENT,
-            settings,
+            settings.placement,
             {"sv1": TRANSLATOR_PORT},
             child,
             service_type="LoadBalancer",
@@ -134,7 +134,9 @@ class Translator(pulumi.ComponentResource):
             extra_spec=miners_spec,
         )
         # Metrics stay inside the cluster: never on the miners' public load balancer.
-        workload.service(f"{name}-metrics", COMPONENT, settings, {"metrics": MONITORING_PORT}, child)
+        workload.service(
+            f"{name}-metrics", COMPONENT, settings.placement, {"metrics": MONITORING_PORT}, child
+        )
 
         self.load_balancer_address = miners.status.apply(_ingress_address)
         self.miners_url = self.load_balancer_address.apply(

@@ -8,8 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.output import UNKNOWN
 
+from components.placement import Placement
 from components.setting_types import Resources
-from components.settings import Settings
 
 PART_OF: Final = "sv2-k8s"
 # Each workload's `app.kubernetes.io/name`: what Services, NetworkPolicies and monitors select.
@@ -36,10 +36,10 @@ def selector_labels(component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": PART_OF}
 
 
-def labels(component: str, settings: Settings) -> dict[str, str]:
+def labels(component: str, placement: Placement) -> dict[str, str]:
     return {
         **selector_labels(component),
-        NETWORK_LABEL: settings.network,
+        NETWORK_LABEL: placement.network,
         "app.kubernetes.io/managed-by": "pulumi",
     }
 
@@ -47,14 +47,14 @@ def labels(component: str, settings: Settings) -> dict[str, str]:
 def metadata(
     name: str,
     component: str,
-    settings: Settings,
+    placement: Placement,
     annotations: Mapping[str, str] | None = None,
 ) -> Fields:
     """Explicit names: a replaced object re-attaches what it owned (claims, clusterIP users).
 
     No empty annotations map: the API server drops it, and pulumi-kubernetes then shows every
     Secret as changed on each `pulumi up` (seen with the real provider)."""
-    meta: Fields = {"name": name, "namespace": settings.namespace, "labels": labels(component, settings)}
+    meta: Fields = {"name": name, "namespace": placement.namespace, "labels": labels(component, placement)}
     if annotations:
         meta["annotations"] = dict(annotations)
     return meta
@@ -126,7 +126,7 @@ def exec_probe(command: Sequence[str], *, period: int, failures: int, timeout: i
 
 
 def pod_spec(
-    settings: Settings,
+    placement: Placement,
     *,
     service_account: pulumi.Input[str],
     uid: int,
@@ -135,7 +135,7 @@ def pod_spec(
     grace_seconds: int,
     image_pull_secrets: Sequence[str] = (),
 ) -> Fields:
-    """A restricted pod: non-root, no token, scratch space on /tmp, the placement settings."""
+    """A restricted pod: non-root, no token, scratch space on /tmp, where the stack places pods."""
     spec: Fields = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
@@ -152,10 +152,10 @@ def pod_spec(
         "containers": containers,
         "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}, *volumes],
     }
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations]
+    if placement.node_selector:
+        spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        spec["tolerations"] = list(placement.tolerations)
     if image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in image_pull_secrets]
     return spec
@@ -173,12 +173,12 @@ def sigint_pre_stop() -> Fields:
 
 
 def service_account(
-    name: str, component: str, settings: Settings, opts: pulumi.ResourceOptions
+    name: str, component: str, placement: Placement, opts: pulumi.ResourceOptions
 ) -> k8s.core.v1.ServiceAccount:
     """A dedicated identity per workload, with no API token mounted anywhere."""
     return k8s.core.v1.ServiceAccount(
         name,
-        metadata=metadata(name, component, settings),
+        metadata=metadata(name, component, placement),
         automount_service_account_token=False,
         opts=opts,
     )
@@ -187,7 +187,7 @@ def service_account(
 def service(
     name: str,
     component: str,
-    settings: Settings,
+    placement: Placement,
     ports: Mapping[str, int],
     opts: pulumi.ResourceOptions,
     *,
@@ -212,7 +212,7 @@ def service(
     }
     if node_port is not None:
         spec["ports"][0]["nodePort"] = node_port
-    meta = metadata(name, component, settings, annotations)
+    meta = metadata(name, component, placement, annotations)
     if METRICS_PORT_NAME in ports:
         meta["labels"][METRICS_LABEL] = "true"
     return k8s.core.v1.Service(name, metadata=meta, spec=spec, opts=opts)
@@ -232,14 +232,14 @@ def cluster_ip(service: k8s.core.v1.Service) -> pulumi.Output[str]:
 def file_secret(
     name: str,
     component: str,
-    settings: Settings,
+    placement: Placement,
     files: Mapping[str, pulumi.Input[str]],
     opts: pulumi.ResourceOptions,
 ) -> k8s.core.v1.Secret:
     """Configuration files that carry secret values, mounted read-only."""
     return k8s.core.v1.Secret(
         name,
-        metadata=metadata(name, component, settings),
+        metadata=metadata(name, component, placement),
         type="Opaque",
         string_data=dict(files),
         opts=opts,
@@ -287,7 +287,7 @@ def sv2_app_container(
 
 def sv2_app_template(
     component: str,
-    settings: Settings,
+    placement: Placement,
     *,
     container: dict[str, Any],
     config_source: dict[str, Any],
@@ -298,11 +298,11 @@ def sv2_app_template(
     """The pod template of pool and translator; a config change rolls the pods."""
     return {
         "metadata": {
-            "labels": labels(component, settings),
+            "labels": labels(component, placement),
             "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config_text)},
         },
         "spec": pod_spec(
-            settings,
+            placement,
             service_account=service_account_name,
             uid=uid,
             containers=[container],

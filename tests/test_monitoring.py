@@ -8,14 +8,8 @@ import promql_parser
 import pytest
 import yaml
 
-from components.monitoring import (
-    EXPORTER_CONTAINER,
-    METRIC_SOURCES,
-    RPC_PASSWORD_KEY,
-    RPC_USER_KEY,
-    SV2_APPS_V020_ONLY,
-    SV2_APPS_V030_ONLY,
-)
+from components.monitoring import METRIC_SOURCES, SV2_APPS_V020_ONLY, SV2_APPS_V030_ONLY
+from components.node_exporter import EXPORTER_CONTAINER, RPC_PASSWORD_KEY, RPC_USER_KEY
 from components.stack_config import SettingsError, parse_settings
 from tests.conftest import find, only, shared_reference
 from tests.harness import STACKS, Run, run_stack
