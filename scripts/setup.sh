@@ -16,6 +16,8 @@ fi
 "$python" -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r requirements-dev.txt
+# The operator's probe as the command .venv/bin/sv2-probe (pyproject.toml), editable: no copy.
+.venv/bin/pip install --quiet --no-deps --editable .
 
 # checkov pins packaging<24, which the Pulumi SDK refuses: it gets a virtualenv of its own.
 "$python" -m venv .venv-checkov

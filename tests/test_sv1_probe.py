@@ -1,4 +1,4 @@
-"""scripts/sv1_probe against a small SV1 server on 127.0.0.1, and its header math on real blocks."""
+"""sv2-probe (sv1_probe/probe.py) against a small SV1 server on 127.0.0.1; header math on real blocks."""
 
 import contextlib
 import hashlib
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from scripts import sv1_probe
-from scripts.sv1_probe import Job, ProbeError, block_header, difficulty_target, dsha256, merkle_root, probe
+from sv1_probe import probe as sv1_probe
+from sv1_probe.probe import Job, ProbeError, block_header, difficulty_target, dsha256, merkle_root, probe
 
 DIFF1 = 0xFFFF << 208  # the difficulty-1 target, 0x00000000FFFF0000…0000
 # At difficulty 2**-20 the target is DIFF1 << 20, about 2**244: one hash in ~4,096 meets it, a few ms of
@@ -348,7 +348,7 @@ def test_dns_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     code, _, err = run(capsys, "stratum+tcp://translator.invalid:34255")
     assert code == sv1_probe.EXIT_DNS
-    assert err == "sv1_probe: error: cannot resolve translator.invalid: Name or service not known\n"
+    assert err == "sv2-probe: error: cannot resolve translator.invalid: Name or service not known\n"
 
 
 @pytest.mark.parametrize(
@@ -416,7 +416,7 @@ def test_authorize_refused(
 ) -> None:
     code, _, err = run(capsys, server(authorize_reply=reply).url)
     assert code == sv1_probe.EXIT_REFUSED
-    assert err == f"sv1_probe: error: mining.authorize refused for 'sv2-k8s-probe': {reason}\n"
+    assert err == f"sv2-probe: error: mining.authorize refused for 'sv2-k8s-probe': {reason}\n"
 
 
 @pytest.mark.parametrize(
@@ -441,7 +441,7 @@ BAD_URLS = "127.0.0.1:34255 http://h:34255 stratum+tcp://h stratum+tcp://h:99999
 @pytest.mark.parametrize("url", [*BAD_URLS.split(), "stratum+tcp://h:34255/x", "stratum+tcp://u:p@h:34255"])
 def test_bad_urls(capsys: pytest.CaptureFixture[str], url: str) -> None:
     code, _, err = run(capsys, url)
-    assert code == sv1_probe.EXIT_URL and err.startswith(f"sv1_probe: error: bad URL {url!r}")
+    assert code == sv1_probe.EXIT_URL and err.startswith(f"sv2-probe: error: bad URL {url!r}")
 
 
 def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,9 +209,9 @@ def translator_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Proc, s
 
 def sv1_stage(rendered: Rendered, local: Local) -> str:
     try:
-        from scripts.sv1_probe import probe
+        from sv1_probe.probe import probe
     except ImportError as error:
-        return f"skipped: scripts/sv1_probe.py has no probe() ({error})"
+        return f"skipped: sv1_probe/probe.py has no probe() ({error})"
     result = probe(f"stratum+tcp://127.0.0.1:{local.sv1_port}", mine=False, timeout=15.0)
     pool, translator = rendered.pool, rendered.translator
     difficulty = translator["downstream_difficulty_config"]
