@@ -17,8 +17,9 @@ from components.translator import Translator, TranslatorArgs
 
 settings, registry_password = load_settings()
 
-cluster = kubernetes_provider(cluster_connection())
-namespace = mining_namespace(settings, cluster)
+connection = cluster_connection()
+cluster = kubernetes_provider(connection)
+namespace = mining_namespace(settings, connection)
 in_namespace = pulumi.ResourceOptions(depends_on=[namespace], providers=[cluster])
 credentials = Credentials("credentials", CredentialsArgs(settings))
 NetworkPolicies("network-policy", NetworkPoliciesArgs(settings), opts=in_namespace)

@@ -463,13 +463,34 @@ def test_secrets_and_config_maps_change_in_place(runs: dict[str, Run]) -> None:
     # Without the mutable flags pulumi-kubernetes replaces a Secret or ConfigMap whose data
     # changes (delete first), and with it what mounts it (SV2-FACTS §9).
     run = runs["signet"]
-    (provider,) = run.of_type("pulumi:providers:kubernetes")
+    provider = run.one("pulumi:providers:kubernetes", "kubernetes")
     assert provider.plain_inputs["enableSecretMutable"] in (True, "true")
     assert provider.plain_inputs["enableConfigMapMutable"] in (True, "true")
-    kubernetes_objects = [r for r in run.resources if r.type.startswith("kubernetes:")]
+    kubernetes_objects = [
+        r
+        for r in run.resources
+        if r.type.startswith("kubernetes:") and r.type != "kubernetes:core/v1:Namespace"
+    ]
     assert kubernetes_objects
     for resource in kubernetes_objects:
         assert resource.provider.startswith(provider.urn + "::"), f"{resource.name} uses {resource.provider}"
+
+
+@pytest.mark.parametrize(("retain", "adopts"), [("true", True), ("false", False)])
+def test_only_a_kept_namespace_is_adopted_by_the_next_up(retain: str, adopts: bool) -> None:
+    # Issue 15: pulumi-kubernetes >= 4.29 creates client-side, so `up` after `destroy` failed with
+    # AlreadyExists on the Namespace that destroy kept. Only that object may be adopted.
+    run = run_stack("signet", {"retainChainData": retain})
+    assert run.error is None, run.error
+    namespace_provider = run.one("pulumi:providers:kubernetes", "kubernetes-namespace")
+    assert namespace_provider.plain_inputs.get("upsertExistingObjects") in (
+        (True, "true") if adopts else (False, "false", None)
+    )
+    assert run.one("kubernetes:core/v1:Namespace", "namespace").provider.startswith(
+        namespace_provider.urn + "::"
+    )
+    main_provider = run.one("pulumi:providers:kubernetes", "kubernetes")
+    assert main_provider.plain_inputs.get("upsertExistingObjects") in (False, "false", None)
 
 
 def test_the_image_build_context_does_not_depend_on_the_checkout(runs: dict[str, Run]) -> None:
@@ -541,6 +562,8 @@ def test_a_kubeconfig_from_stack_config_stays_secret() -> None:
     kubeconfig = "apiVersion: v1\nusers: [{name: admin, user: {token: not-for-logs}}]"
     run = run_stack("signet", {"kubernetes:kubeconfig": kubeconfig, "kubernetes:context": "farm"})
     assert run.error is None, run.error
-    (provider,) = run.of_type("pulumi:providers:kubernetes")
-    assert kubeconfig in secret_strings(provider.inputs)
-    assert provider.plain_inputs["context"] == "farm"
+    providers = run.of_type("pulumi:providers:kubernetes")
+    assert len(providers) == 2
+    for provider in providers:
+        assert kubeconfig in secret_strings(provider.inputs)
+        assert provider.plain_inputs["context"] == "farm"
