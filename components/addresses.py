@@ -1,4 +1,7 @@
-"""Payout address checks: the pool accepts any address, so a wrong-network one is our job."""
+"""Payout address checks: the pool accepts any address, so a wrong-network one is our job.
+
+docs/upstream-behaviour.md#the-pool-does-not-check-the-payout-address-network
+"""
 
 import base58
 from embit import bech32

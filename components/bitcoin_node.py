@@ -100,6 +100,7 @@ class BitcoinNode(pulumi.ComponentResource):
         # The pod is ready once out of initial block download. Where sv2-tp serves templates
         # before that (signet), its Service must not wait for readiness, or a private signet,
         # which stays "in IBD" until somebody mines, never gets its first block.
+        # docs/upstream-behaviour.md#sv2-tp-serves-templates-during-initial-block-download-on-signet-only
         template_provider = workload.service(
             f"{name}-tp",
             COMPONENT,
@@ -336,6 +337,7 @@ class BitcoinNode(pulumi.ComponentResource):
             build=docker.DockerBuildArgs(
                 # Relative to the project (Pulumi runs the program there): an absolute path
                 # differs between checkouts and would rebuild and roll the node on every move.
+                # docs/upstream-behaviour.md#pulumi-docker-diffs-the-build-context-path-as-written
                 context=contract.BUILD_CONTEXT,
                 platform=f"linux/{settings.node_platform}",
                 args={"TARGETARCH": settings.node_platform},

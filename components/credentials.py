@@ -79,7 +79,8 @@ def _secret_text(
 
     Every credential comes from RandomPassword: pulumi-random writes a resource's id in plain
     text, and RandomBytes' id is its base64 and RandomString's its result; RandomPassword's
-    id is "none", and its result is secret by schema.
+    id is "none", and its result is secret by schema:
+    docs/upstream-behaviour.md#randomstring-results-and-random-ids-are-plain-text-in-state
     """
     password = random.RandomPassword(
         name, length=length, special=False, upper=upper, keepers=keepers, opts=opts

@@ -1,6 +1,7 @@
 """SV2 authority keys and Bitcoin Core rpcauth lines, derived from random bytes (pure functions).
 
-Encodings follow SV2-FACTS §6 (Noise authority keys) and §8 (rpcauth).
+Encodings: docs/upstream-behaviour.md#sv2-authority-keys-are-base58check-strings-with-a-version-prefix
+and docs/upstream-behaviour.md#rpcauth-is-an-hmac-of-the-password-keyed-with-the-salt-text
 """
 
 import hashlib
@@ -14,7 +15,8 @@ from coincurve import PrivateKey
 CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 # Little-endian u16 version 1, prefixed to the x-only public key.
 _PUBLIC_KEY_VERSION = b"\x01\x00"
-# sv2-tp's key file: 0x01 then the 32-byte secret (SV2-FACTS §7).
+# sv2-tp's key file: 0x01 then the 32-byte secret
+# (docs/upstream-behaviour.md#sv2-tp-loads-its-authority-key-from-a-file-in-the-net-datadir).
 _KEY_FILE_PREFIX = b"\x01"
 
 

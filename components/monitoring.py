@@ -1,7 +1,8 @@
 """Monitoring: ServiceMonitors, alert rules and a Grafana dashboard for the Prometheus Operator.
 
-Pool and translator serve /metrics themselves (SV2-FACTS §4). Bitcoin Core has none: the node
-pod runs an exporter sidecar (components/node_exporter.py), scraped like the others.
+Pool and translator serve /metrics themselves; Bitcoin Core has none, so the node pod runs an
+exporter sidecar (components/node_exporter.py), scraped like the others. What the apps export:
+docs/upstream-behaviour.md#the-monitoring-server-serves-metrics-and-an-always-ok-health-check
 """
 
 import json
@@ -24,7 +25,8 @@ JOB_LABEL: Final = "app.kubernetes.io/name"
 # Verification progress of a synced node stays a hair below 1.
 SYNCED_PROGRESS: Final = 0.999
 
-_SV2_APPS = "sv2-apps /metrics, v0.2.0 and later (SV2-FACTS §4)"
+# docs/upstream-behaviour.md#the-monitoring-server-serves-metrics-and-an-always-ok-health-check
+_SV2_APPS = "sv2-apps /metrics, v0.2.0 and later"
 _SV2_APPS_V020 = "sv2-apps v0.2.0 /metrics only (stratum-apps 0.2.0; renamed upstream by PR #252)"
 _SV2_APPS_V030 = "sv2-apps v0.3.0+ /metrics (stratum-apps 0.3.0, crates pool_sv2/translator_sv2 0.2.0)"
 _EXPORTER = EXPORTER_SOURCE

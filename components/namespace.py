@@ -29,7 +29,8 @@ def kubernetes_provider(connection: ClusterConnection) -> k8s.Provider:
 
     By default pulumi-kubernetes replaces a Secret or ConfigMap whose data changes, delete
     first, and then asks whether the StatefulSet and Deployments that mount it must go too
-    (SV2-FACTS §9). Mutable, they are updated in place, and the config-hash annotations roll
+    (docs/upstream-behaviour.md#pulumi-kubernetes-replaces-a-secret-or-configmap-whose-data-changes).
+    Mutable, they are updated in place, and the config-hash annotations roll
     the pods that read them. The default provider's kubeconfig and context settings still apply.
     """
     return k8s.Provider(

@@ -21,13 +21,15 @@ class NetworkFacts:
     node_resources: Mapping[str, Mapping[str, str]]
     min_full_storage: str  # the least an unpruned node can live with today (the policy pack's floor)
     is_mainnet: bool
-    # sv2-tp serves templates during initial block download on signet only (template_provider.cpp:
-    # "we might be the only miner"); a private signet stays "in IBD" until somebody mines.
+    # sv2-tp serves templates during initial block download on signet only; a private signet
+    # stays "in IBD" until somebody mines.
+    # docs/upstream-behaviour.md#sv2-tp-serves-templates-during-initial-block-download-on-signet-only
     templates_during_ibd: bool = False
 
     @property
     def sv2_tp_chain_option(self) -> tuple[str, object]:
-        """sv2-tp checks -signet itself (not -chain=signet) for a signet-only template rule."""
+        """sv2-tp checks -signet itself (not -chain=signet) for a signet-only template rule:
+        docs/upstream-behaviour.md#sv2-tp-checks-the-signet-option-itself-for-its-segwit-rule"""
         return ("signet", 1) if self.core_chain == "signet" else ("chain", self.core_chain)
 
     @property

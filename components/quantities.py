@@ -53,6 +53,7 @@ def canonical_quantity(text: str) -> str:
     number of bytes, using the largest suffix that leaves a whole number; anything else is
     written in decimal form with the largest multiple-of-three exponent whose mantissa is
     whole, and values finer than nano are rounded up to it.
+    docs/upstream-behaviour.md#the-api-server-stores-quantities-in-canonical-form
     """
     value = parse_quantity(text)
     match = _QUANTITY.match(text)

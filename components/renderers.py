@@ -24,7 +24,9 @@ def _ini(
     """An INI-style config where network-only options sit in the chain's section.
 
     At top level they apply to mainnet only: Core refuses to start and sv2-tp silently
-    ignores them on other chains (SV2-FACTS §8). Mainnet has no section, so they go on top.
+    ignores them on other chains. Mainnet has no section, so they go on top. See
+    docs/upstream-behaviour.md#bitcoin-core-refuses-network-only-options-at-the-top-of-its-config-on-other-chains
+    docs/upstream-behaviour.md#sv2-tp-ignores-network-options-at-the-top-of-its-config-on-other-chains
     """
     lines = ["# Rendered by sv2-k8s from the stack settings; do not edit in the cluster."]
     lines += [f"{key}={value}" for key, value in top]
@@ -106,7 +108,8 @@ def pool_toml(
             "required_extensions": [],
             "template_provider_type": {
                 "Sv2Tp": {
-                    # An IP literal: v0.2.0 refuses DNS names (SV2-FACTS §1).
+                    # An IP literal: v0.2.0 refuses DNS names
+                    # (docs/upstream-behaviour.md#sv2-apps-v020-takes-ip-literals-only).
                     "address": f"{template_provider_ip}:{TEMPLATE_PROVIDER_PORT}",
                     "public_key": template_provider_public_key,
                 }

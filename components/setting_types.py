@@ -22,9 +22,9 @@ _QUALIFIED_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 HEX = re.compile(r"^([0-9a-fA-F]{2})+$")
 
-# Field types of sv2-apps v0.2.0 (pool-apps/pool/src/lib/config.rs, miner-apps/translator/src/lib/
-# config.rs, stratum-apps 0.3.0 utils/types.rs): rates and hashrates are f32, counts usize, ports
-# and keepalive u16. TOML integers are i64 whatever the Rust type.
+# Field types of sv2-apps: rates and hashrates are f32, counts usize, ports and keepalive u16.
+# TOML integers are i64 whatever the Rust type.
+# docs/upstream-behaviour.md#sv2-apps-config-fields-have-fixed-rust-types
 F32_MAX: Final = 3.4028234663852886e38
 F32_MIN_NORMAL: Final = 1.1754943508222875e-38
 I64_MAX: Final = 2**63 - 1
@@ -34,9 +34,11 @@ U16_MAX: Final = 65535
 MAX_CERT_VALIDITY_SECS: Final = 2**31 - 1
 # The translator sends "<userIdentity>.miner<u32 id>" and, when aggregating,
 # "<userIdentity up to its first dot>.translator-proxy", each as a Str0255 (at most 255 bytes).
+# docs/upstream-behaviour.md#the-translator-sends-the-user-identity-in-a-255-byte-field
 MAX_USER_IDENTITY_BYTES: Final = 255 - max(len(".miner") + len(str(2**32 - 1)), len(".translator-proxy"))
 # The pool writes "/<poolSignature>/<miner tag>/" in one push of the coinbase scriptSig, which
 # consensus caps at 100 bytes next to the BIP34 height and the pool's 20-byte extranonce push.
+# docs/upstream-behaviour.md#the-pool-signature-shares-one-coinbase-push-with-the-miner-tag
 MAX_POOL_SIGNATURE_BYTES: Final = 32
 
 
@@ -47,6 +49,7 @@ def _quantity(text: str) -> str:
     if parse_quantity(text) <= 0:
         raise ValueError("must be greater than zero")
     # The API server stores the canonical form: anything else is a diff on every `pulumi up`.
+    # docs/upstream-behaviour.md#pulumi-kubernetes-does-not-normalise-quantities
     return canonical_quantity(text)
 
 
@@ -123,7 +126,8 @@ def _outside_yaml(char: str) -> bool:
 
 def yaml_text_check(text: str) -> str:
     # pulumi-kubernetes hands objects to the API server through YAML, which refuses these
-    # ("yaml: control characters are not allowed", seen with the real provider).
+    # ("yaml: control characters are not allowed"):
+    # docs/upstream-behaviour.md#values-with-control-characters-are-refused
     bad = sorted({f"U+{ord(c):04X}" for c in text if _outside_yaml(c)})
     if bad:
         raise ValueError(f"contains control characters ({', '.join(bad)})")
@@ -148,7 +152,7 @@ def node_port_check(port: int) -> int:
 
 
 def _ip_literal(text: str) -> str:
-    # sv2-apps v0.2.0 accepts IP literals only (SV2-FACTS §1).
+    # docs/upstream-behaviour.md#sv2-apps-v020-takes-ip-literals-only
     ipaddress.ip_address(text)
     return text
 

@@ -205,4 +205,5 @@ def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:
     settings = parse_settings(raw, pulumi.get_stack())
     # Not declared in Pulumi.yaml: a declared secret with a default breaks every preview
     # (pulumi/pulumi#21865), and one without a default is required.
+    # docs/upstream-behaviour.md#a-declared-secret-with-a-default-breaks-every-run
     return settings, config.get_secret("registryPassword")

@@ -126,7 +126,7 @@ class Translator(pulumi.ComponentResource):
             child,
             service_type="LoadBalancer",
             # Wait for the address miners need, not for ready translators (they follow the
-            # node's sync, SV2-FACTS §9).
+            # node's sync): docs/upstream-behaviour.md#pulumi-kubernetes-waits-for-readiness-unless-annotated
             annotations={
                 **settings.lb_annotations,
                 "pulumi.com/waitFor": "jsonpath={.status.loadBalancer.ingress}",

@@ -19,7 +19,8 @@ TRANSLATOR: Final = "translator"
 NETWORK_LABEL: Final = "sv2-k8s/network"
 CONFIG_HASH_ANNOTATION: Final = "sv2-k8s/config-hash"
 # Pool and translator readiness follow the node's initial sync, which takes hours to days;
-# `pulumi up` must not wait for it (SV2-FACTS §9). Objects that would block carry this.
+# `pulumi up` must not wait for it. Objects that would block carry this.
+# docs/upstream-behaviour.md#pulumi-kubernetes-waits-for-readiness-unless-annotated
 SKIP_AWAIT: Final = {"pulumi.com/skipAwait": "true"}
 SCRATCH_VOLUME: Final = "tmp"
 # Services with a port of this name carry METRICS_LABEL, which ServiceMonitors select on: the
@@ -53,7 +54,8 @@ def metadata(
     """Explicit names: a replaced object re-attaches what it owned (claims, clusterIP users).
 
     No empty annotations map: the API server drops it, and pulumi-kubernetes then shows every
-    Secret as changed on each `pulumi up` (seen with the real provider)."""
+    Secret as changed on each `pulumi up`:
+    docs/upstream-behaviour.md#an-empty-annotations-map-shows-as-a-change-on-every-run"""
     meta: Fields = {"name": name, "namespace": placement.namespace, "labels": labels(component, placement)}
     if annotations:
         meta["annotations"] = dict(annotations)
@@ -166,7 +168,8 @@ def scratch_mount() -> Fields:
 
 
 def sigint_pre_stop() -> Fields:
-    """pool_sv2 and translator_sv2 shut down cleanly on SIGINT only and ignore SIGTERM as PID 1."""
+    """pool_sv2 and translator_sv2 shut down cleanly on SIGINT only and ignore SIGTERM as PID 1:
+    docs/upstream-behaviour.md#pool_sv2-and-translator_sv2-stop-only-on-sigint"""
     return {
         "preStop": {"exec": {"command": ["/bin/sh", "-c", "kill -INT 1; while kill -0 1; do sleep 1; done"]}}
     }
@@ -264,6 +267,8 @@ def sv2_app_container(
 
     The first port is the service port: a TCP probe on it means "connected upstream" (the
     apps open it only then). /api/v1/health answers while the HTTP server runs: liveness only.
+    docs/upstream-behaviour.md#the-sv2-apps-images-ignore-container-args-and-run-as-root
+    docs/upstream-behaviour.md#the-translator-listens-only-after-an-upstream-accepted-it
     """
     service_port = next(iter(ports.values()))
     metrics_port = ports["metrics"]
@@ -314,5 +319,6 @@ def sv2_app_template(
 
 def child_options(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
     """Options for a component's children: parented, and ordered after what the component
-    depends on (the Namespace), which Pulumi does not pass down by itself."""
+    depends on (the Namespace), which Pulumi does not pass down by itself:
+    docs/upstream-behaviour.md#children-inherit-providers-from-their-parent-but-not-dependencies"""
     return pulumi.ResourceOptions(parent=parent, depends_on=opts.depends_on if opts else None)

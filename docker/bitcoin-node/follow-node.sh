@@ -2,6 +2,7 @@
 # supervisord event listener: ties sv2-tp's lifetime to the node's. sv2-tp does not
 # reconnect when the node's IPC link drops, so it is stopped when the node exits or is
 # being stopped, and started when the node is RUNNING again (first start included).
+# docs/upstream-behaviour.md#sv2-tp-never-reconnects-after-the-node-goes-away
 #
 # A program in FATAL has given up for good while the container would look alive: any
 # program reaching it stops supervisord (SIGTERM, the orderly stop), after naming it in

@@ -13,6 +13,7 @@
 # Prints the net datadir of the chain named by BITCOIN_CHAIN (a Bitcoin Core chain name):
 # where the node creates node.sock and where sv2-tp reads its authority key. Mainnet has
 # no sub-folder: its net datadir is the datadir itself.
+# docs/upstream-behaviour.md#mainnet-has-no-net-datadir-subfolder
 net_datadir() {
     case "${BITCOIN_CHAIN:-}" in
         main) printf '%s\n' "$NODE_DATA_DIR" ;;

@@ -18,6 +18,7 @@ key=$net_dir/sv2_authority_key
 
 # The pool is given the public half of this key, so sv2-tp must not start with any other
 # one: sv2-tp would generate its own when the file is missing.
+# docs/upstream-behaviour.md#sv2-tp-loads-its-authority-key-from-a-file-in-the-net-datadir
 if [ ! -f "$SV2_TP_KEY_SOURCE" ] || [ ! -r "$SV2_TP_KEY_SOURCE" ]; then
     log "refusing to start: authority key $SV2_TP_KEY_SOURCE is missing or unreadable"
     exit 1
@@ -32,6 +33,7 @@ fi
 
 # Start sv2-tp once the node listens (on its own, sv2-tp retries only every 10 s). The wait
 # is bounded so that a node that never comes up is reported at every attempt.
+# docs/upstream-behaviour.md#sv2-tp-connects-to-the-node-socket-in-the-net-datadir-and-retries-every-10-s
 if [ ! -S "$socket" ]; then
     log "waiting up to ${SV2_TP_SOCKET_WAIT}s for the node's IPC socket $socket"
     deadline=$(($(date +%s) + SV2_TP_SOCKET_WAIT))
