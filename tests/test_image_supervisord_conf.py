@@ -47,7 +47,8 @@ def test_stop_order_and_timeouts(groups: dict) -> None:
     assert groups["bitcoin-node"].priority < groups["sv2-tp"].priority < groups["follow-node"].priority
     assert node.stopsignal == tp.stopsignal == signal.SIGTERM
     assert 540 <= node.stopwaitsecs <= 580
-    assert tp.stopwaitsecs <= 30
+    # sv2-tp's TERM may wait out its 30 s template interval once a pool has connected.
+    assert 30 < tp.stopwaitsecs <= 40
     # Even if every program used its whole stop timeout, the node is stopped cleanly
     # before Kubernetes kills the container.
     assert listener.stopwaitsecs + tp.stopwaitsecs + node.stopwaitsecs < GRACE_PERIOD

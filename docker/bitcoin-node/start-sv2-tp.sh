@@ -54,4 +54,6 @@ chmod 0600 "$key.new"
 mv -f "$key.new" "$key"
 log "installed the authority key as $key; starting sv2-tp"
 
-exec sv2-tp -datadir="$NODE_DATA_DIR" -conf="$SV2_TP_CONF" -printtoconsole
+# Its log goes to the container's output only: without -nodebuglogfile sv2-tp also writes
+# sv2-debug.log into the net datadir, on the chain volume (seen with the real binary).
+exec sv2-tp -datadir="$NODE_DATA_DIR" -conf="$SV2_TP_CONF" -printtoconsole -nodebuglogfile
