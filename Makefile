@@ -19,21 +19,21 @@ typecheck:
 	$(VENV)/bin/mypy
 
 render:
-	$(PY) -m tests.harness signet testnet4 mainnet
+	$(PY) -m tests.support.harness signet testnet4 mainnet
 
 reference:
 	$(PY) -m scripts.settings_reference
 
 bench:
-	$(PY) -m scripts.benchmark
+	$(PY) -m tests.bench.mock_engine
 
 # End-to-end: the real Pulumi CLI, providers, kube-apiserver and sv2 apps (see README).
 # The toolchain is built once per machine into $(SV2_E2E_CACHE) (default ~/.cache/sv2-k8s-e2e).
 e2e-tools:
-	bash scripts/e2e/tools.sh
+	bash tests/e2e/tools.sh
 
 e2e:
-	$(PY) -m scripts.e2e.run
+	$(PY) -m tests.e2e.run
 
 bench-e2e:
-	$(PY) -m scripts.e2e.bench
+	$(PY) -m tests.e2e.bench

@@ -15,7 +15,6 @@ from pydantic.fields import FieldInfo
 
 from components.networks import NETWORKS, PRUNED_OVERHEAD_GIB
 from components.settings import (
-    NODE_RESOURCES,
     PER_NETWORK_DEFAULTS,
     SECRET_SETTINGS,
     Settings,
@@ -62,7 +61,7 @@ def _default_text(key: str, info: FieldInfo) -> str:
         sizes = ", ".join(f"{n} {f.default_storage}" for n, f in NETWORKS.items())
         return f"per network: {sizes}; pruned: pruneMib rounded up to GiB + {PRUNED_OVERHEAD_GIB}Gi"
     if key == "nodeResources":
-        limits = ", ".join(f"{n} {r['limits']['memory']}" for n, r in NODE_RESOURCES.items())
+        limits = ", ".join(f"{n} {f.node_resources['limits']['memory']}" for n, f in NETWORKS.items())
         return f"per network (memory limit {limits})"
     default = info.get_default(call_default_factory=True)
     if default is None:
@@ -77,8 +76,9 @@ def _default_text(key: str, info: FieldInfo) -> str:
 def project_config() -> dict[str, Any]:
     """Declarations of the settings, so `pulumi config` and the docs know their types.
 
-    A declared key without a default makes the CLI stop before the program runs, and
-    per-network defaults cannot be expressed there (SV2-FACTS §9): optional scalars are
+    A declared key without a default makes the CLI stop before the program runs
+    (docs/upstream-behaviour.md#a-declared-key-without-a-default-stops-every-run), and
+    per-network defaults cannot be expressed there: optional scalars are
     declared with "" and per-network objects with {}, which the program reads as "unset".
     Secret settings are left undeclared: a declared secret with a default breaks every
     preview (pulumi/pulumi#21865), and one without a default would be required.

@@ -8,10 +8,8 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests.harness import ROOT, STACKS, Run, run_stack, write_manifests
-
-# Reference material of the workplace; absent on GitHub, so tests that read it skip there.
-SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
+from tests.support.constants import ROOT, SHARED_REFERENCE, STACKS
+from tests.support.harness import Run, run_stack, write_manifests
 
 # Hypothesis: a fast default keeps the suite under a minute and draws new examples on every run;
 # CI's thorough run (SV2_HYPOTHESIS_PROFILE=thorough, see .ci/run) draws ten times as many, the

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from components.stack_config import SettingsError
-from scripts.e2e.cluster_checks import _quantities
-from scripts.e2e.draws import draw, draw_seeds, regressions
-from scripts.e2e.mutants import MUTANTS
-from scripts.e2e.project import ROOT, PulumiError, registered_inputs
-from tests.harness import run_stack
+from tests.e2e.draws import draw, draw_seeds, regressions
+from tests.e2e.mutants import MUTANTS
+from tests.e2e.project import PulumiError, registered_inputs
+from tests.e2e.stack_assertions import _quantities
+from tests.support.constants import PROJECT, ROOT
+from tests.support.harness import run_stack
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
@@ -99,7 +100,7 @@ def test_each_regression_draw_meets_its_verdict_under_the_mocks(case) -> None:
     as_stored = {k: v if isinstance(v, str) else json.dumps(v) for k, v in case.settings.items()}
     run = run_stack(case.stack, as_stored)
     if case.refused_key:
-        assert isinstance(run.error, SettingsError) and f"sv2-k8s:{case.refused_key} " in str(run.error)
+        assert isinstance(run.error, SettingsError) and f"{PROJECT}:{case.refused_key} " in str(run.error)
         assert run.resources == []
     else:
         assert run.error is None, run.error

@@ -5,20 +5,20 @@ import importlib.util
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIR = REPO / "docker" / "bitcoin-node"
+from tests.support.constants import ROOT, SHARED_REFERENCE
+
+IMAGE_DIR = ROOT / "docker" / "bitcoin-node"
 DOCKERFILE = IMAGE_DIR / "Dockerfile"
-FACTS = REPO.parent / "shared" / "reference" / "SV2-FACTS.md"
+FACTS = SHARED_REFERENCE / "SV2-FACTS.md"
 
 try:
     from components import image_contract as contract
 except ImportError:  # components/ is not a package (yet), or the root is not on sys.path
     _spec = importlib.util.spec_from_file_location(
-        "image_contract", REPO / "components" / "image_contract.py"
+        "image_contract", ROOT / "components" / "image_contract.py"
     )
     assert _spec and _spec.loader
     contract = importlib.util.module_from_spec(_spec)
@@ -61,7 +61,7 @@ def image_shell(script: str, **env: str) -> str:
 
 
 def test_build_context() -> None:
-    assert (REPO / contract.BUILD_CONTEXT).resolve() == IMAGE_DIR
+    assert (ROOT / contract.BUILD_CONTEXT).resolve() == IMAGE_DIR
     assert DOCKERFILE.is_file()
 
 
@@ -116,7 +116,7 @@ def test_probe_commands_are_on_path_and_answer() -> None:
     assert copied_files()[liveness_name] == "/usr/local/bin/"
     probe = IMAGE_DIR / liveness_name
     environment = dict(os.environ) | {
-        "BITCOIN_CLI": str(REPO / "tests" / "fixtures" / "image" / "bitcoin-cli"),
+        "BITCOIN_CLI": str(ROOT / "tests" / "fixtures" / "image" / "bitcoin-cli"),
         "STANDIN_CLI_STATE": "synced",
         "STANDIN_CLI_ARGS": os.devnull,
     }

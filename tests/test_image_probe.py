@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PROBE = REPO / "docker" / "bitcoin-node" / "node-probe"
-STANDIN_CLI = REPO / "tests" / "fixtures" / "image" / "bitcoin-cli"
+from tests.support.constants import ROOT
+
+PROBE = ROOT / "docker" / "bitcoin-node" / "node-probe"
+STANDIN_CLI = ROOT / "tests" / "fixtures" / "image" / "bitcoin-cli"
 OVERRIDES = ("NODE_DATA_DIR", "BITCOIN_CONF", "BITCOIN_CLI")
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIR = REPO / "docker" / "bitcoin-node"
-FIXTURES = REPO / "tests" / "fixtures" / "image"
+from tests.support.constants import ROOT
+
+IMAGE_DIR = ROOT / "docker" / "bitcoin-node"
+FIXTURES = ROOT / "tests" / "fixtures" / "image"
 KEY = b"\x01" + bytes(range(1, 33))
 # Variables the scripts read; none may leak in from the environment running the tests.
 IMAGE_VARIABLES = (

@@ -16,7 +16,8 @@ from components.keys import (
 @pytest.mark.parametrize(
     ("secret", "public"),
     [
-        # The two vectors of SV2-FACTS §6 (upstream's example pairs).
+        # Upstream's two example pairs
+        # docs/upstream-behaviour.md#sv2-authority-keys-are-base58check-strings-with-a-version-prefix
         (
             "mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n",
             "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72",

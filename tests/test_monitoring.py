@@ -12,7 +12,8 @@ from components.monitoring import METRIC_SOURCES, SV2_APPS_V020_ONLY, SV2_APPS_V
 from components.node_exporter import EXPORTER_CONTAINER, RPC_PASSWORD_KEY, RPC_USER_KEY
 from components.stack_config import SettingsError, parse_settings
 from tests.conftest import find, only, shared_reference
-from tests.harness import STACKS, Run, run_stack
+from tests.support.constants import STACKS
+from tests.support.harness import Run, run_stack
 
 MONITORING_API = "monitoring.coreos.com/v1"
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from components.networks import NETWORKS
 from tests.conftest import find
-from tests.harness import Run, run_stack
+from tests.support.constants import EXAMPLE_AUTHORITY_PUBKEY
+from tests.support.harness import Run, run_stack
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,6 @@ class Endpoint:
 
 
 INTERNET = Endpoint(ip="198.51.100.23")
-# Upstream's public example key: fine as the identity of a hypothetical backup pool.
-EXAMPLE_PUBLIC_KEY = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72"
 
 
 def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -194,7 +193,7 @@ def test_miner_source_ranges_restrict_the_translator() -> None:
 
 
 def test_translator_egress_reaches_failover_pools_only_as_configured() -> None:
-    backup = {"address": "192.0.2.9", "port": 3333, "authorityPubkey": EXAMPLE_PUBLIC_KEY}
+    backup = {"address": "192.0.2.9", "port": 3333, "authorityPubkey": EXAMPLE_AUTHORITY_PUBKEY}
     run = run_stack("signet", {"failoverUpstreams": json.dumps([backup])})
     translator, _, _ = pods(run)
     assert connects(run, translator, Endpoint(ip="192.0.2.9"), 3333)

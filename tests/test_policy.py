@@ -3,7 +3,6 @@
 import importlib
 import runpy
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,8 +14,8 @@ from pulumi_policy.proxy import (
 )
 
 from components.networks import NETWORKS
+from tests.support.constants import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "policy"
 # Pulumi runs the pack with policy/ on sys.path; the tests do the same.
 if str(POLICY_DIR) not in sys.path:

@@ -25,7 +25,8 @@ from tests.conftest import (
     shared_reference,
     translator_config,
 )
-from tests.harness import LOAD_BALANCER_IP, ROOT, Run, run_stack, secret_strings
+from tests.support.constants import EXAMPLE_AUTHORITY_PUBKEY, ROOT, STACKS
+from tests.support.harness import LOAD_BALANCER_IP, Run, run_stack, secret_strings
 
 POOL_REQUIRED_KEYS = {
     "listen_address",
@@ -137,7 +138,7 @@ def test_pool_authenticates_the_template_provider_key_the_node_installs(run: Run
 def test_pool_key_pair_is_consistent_and_not_the_public_example(run: Run) -> None:
     config = pool_config(run)
     assert public_key_of_secret(config["authority_secret_key"]) == config["authority_public_key"]
-    assert config["authority_public_key"] != "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72"
+    assert config["authority_public_key"] != EXAMPLE_AUTHORITY_PUBKEY
     assert run.outputs["poolPublicKey"] == config["authority_public_key"]
 
 
@@ -442,7 +443,7 @@ def test_components_have_type_tokens_and_own_their_children() -> None:
         assert all(c.name.startswith(component.name) for c in children)
 
 
-@pytest.mark.parametrize("stack", ["signet", "testnet4", "mainnet"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_stack_outputs(stack: str, runs: dict[str, Run]) -> None:
     outputs = runs[stack].outputs
     assert outputs["network"] == stack
@@ -461,7 +462,8 @@ def test_stack_outputs(stack: str, runs: dict[str, Run]) -> None:
 
 def test_secrets_and_config_maps_change_in_place(runs: dict[str, Run]) -> None:
     # Without the mutable flags pulumi-kubernetes replaces a Secret or ConfigMap whose data
-    # changes (delete first), and with it what mounts it (SV2-FACTS §9).
+    # changes (delete first), and with it what mounts it.
+    # docs/upstream-behaviour.md#pulumi-kubernetes-replaces-a-secret-or-configmap-whose-data-changes
     run = runs["signet"]
     provider = run.one("pulumi:providers:kubernetes", "kubernetes")
     assert provider.plain_inputs["enableSecretMutable"] in (True, "true")
@@ -495,7 +497,8 @@ def test_only_a_kept_namespace_is_adopted_by_the_next_up(retain: str, adopts: bo
 
 def test_the_image_build_context_does_not_depend_on_the_checkout(runs: dict[str, Run]) -> None:
     # pulumi-docker diffs the context as given: an absolute path rebuilds and re-pushes the
-    # image, and rolls the node, whenever the checkout moves (SV2-FACTS §9).
+    # image, and rolls the node, whenever the checkout moves.
+    # docs/upstream-behaviour.md#pulumi-docker-diffs-the-build-context-path-as-written
     (image,) = runs["signet"].of_type("docker:index/image:Image")
     context = image.plain_inputs["build"]["context"]
     assert context == "docker/bitcoin-node"
@@ -504,7 +507,8 @@ def test_the_image_build_context_does_not_depend_on_the_checkout(runs: dict[str,
 
 def test_every_random_credential_is_secret_in_state(runs: dict[str, Run]) -> None:
     # pulumi-random keeps ids in plain text: RandomBytes' id is its base64, RandomString's its
-    # result, and RandomString's result is not even a secret output (SV2-FACTS §9). Only
+    # result, and RandomString's result is not even a secret output. Only
+    # docs/upstream-behaviour.md#randomstring-results-and-random-ids-are-plain-text-in-state
     # RandomPassword (id "none", result secret) may carry credentials: the RPC user included.
     random_resources = [r for r in runs["signet"].resources if r.type.startswith("random:")]
     assert {r.type for r in random_resources} == {"random:index/randomPassword:RandomPassword"}
@@ -527,7 +531,8 @@ def test_the_template_provider_is_reachable_whenever_sv2_tp_serves(
 ) -> None:
     # The node's pod is ready only out of initial block download. sv2-tp serves templates
     # before that on signet only: there the Service must route to the unready pod, or a
-    # private signet (which stays "in IBD" until somebody mines) deadlocks (SV2-FACTS §7);
+    # private signet (which stays "in IBD" until somebody mines) deadlocks;
+    # docs/upstream-behaviour.md#sv2-tp-serves-templates-during-initial-block-download-on-signet-only
     # elsewhere a syncing node must take no work.
     run = runs[stack]
     name = node_name(run)

@@ -9,8 +9,9 @@ import yaml
 
 from components.settings import ALL_KEYS, SECRET_SETTINGS, STRUCTURED_KEYS
 from scripts.settings_reference import main as settings_reference
-from tests.harness import ROOT
+from tests.support.constants import ROOT, STACKS
 
+E2E = ROOT / "tests" / "e2e"
 REQUIREMENT_FILES = [
     ROOT / "requirements.txt",
     ROOT / "requirements-dev.txt",
@@ -59,7 +60,7 @@ def test_settings_reference_and_pulumi_yaml_match_the_settings_model() -> None:
 
 def test_project_shell_scripts_pass_shellcheck() -> None:
     shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
-    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").rglob("*.sh"))]
+    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").rglob("*.sh")), *sorted(E2E.rglob("*.sh"))]
     result = subprocess.run(
         [str(shellcheck), "-x", *map(str, scripts)], capture_output=True, text=True, check=False
     )
@@ -73,7 +74,8 @@ def _pulumi_project() -> dict[str, Any]:
 def test_declarations_let_every_preview_start() -> None:
     # The CLI stops before the program runs on a declared key without a default, and on a
     # declared secret with a default that the stack did not set with --secret
-    # (pulumi/pulumi#21865): secrets stay undeclared (SV2-FACTS §9).
+    # (pulumi/pulumi#21865): secrets stay undeclared.
+    # docs/upstream-behaviour.md#a-declared-secret-with-a-default-breaks-every-run
     declared = _pulumi_project()["config"]
     assert set(declared) == ALL_KEYS - set(SECRET_SETTINGS)
     for key, declaration in declared.items():
@@ -83,7 +85,8 @@ def test_declarations_let_every_preview_start() -> None:
 
 
 def test_lists_and_maps_are_native_config_objects() -> None:
-    # A map declared as a string refuses `pulumi config set --path` (SV2-FACTS §9).
+    # A map declared as a string refuses `pulumi config set --path`.
+    # docs/upstream-behaviour.md#a-stack-value-must-match-its-declared-type
     declared = _pulumi_project()["config"]
     for key in STRUCTURED_KEYS:
         declaration = declared[key]
@@ -111,7 +114,7 @@ def _cli_accepts(declaration: dict[str, Any], value: Any) -> bool:
 
 def test_the_committed_stack_files_pass_the_cli_checks() -> None:
     declared = _pulumi_project()["config"]
-    for stack in ("signet", "testnet4", "mainnet"):
+    for stack in STACKS:
         config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
         for key, value in config.items():
             name = key.removeprefix("sv2-k8s:")

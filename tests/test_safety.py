@@ -9,10 +9,9 @@ import pytest
 from components.networks import NETWORKS
 from components.stack_config import SettingsError
 from tests.conftest import find, only
-from tests.harness import STACKS, Registered, Run, run_stack
+from tests.support.constants import EXAMPLE_AUTHORITY_PUBKEY, STACKS, TEST_NETWORK_ADDRESS
+from tests.support.harness import Registered, Run, run_stack
 
-SIGNET_ADDRESS = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
-AUTHORITY_PUBKEY = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72"
 STATEFULSET = {"signet": "bitcoin-signet", "testnet4": "bitcoin-testnet4", "mainnet": "bitcoin-main"}
 CLAIM_TEMPLATE = "chain-data"
 INGRESS_WAIT = "jsonpath={.status.loadBalancer.ingress}"
@@ -70,7 +69,7 @@ UNRELATED_CHANGES: dict[str, dict[str, str]] = {
     },
     "failover": {
         "failoverUpstreams": json.dumps(
-            [{"address": "192.0.2.7", "port": 34254, "authorityPubkey": AUTHORITY_PUBKEY}]
+            [{"address": "192.0.2.7", "port": 34254, "authorityPubkey": EXAMPLE_AUTHORITY_PUBKEY}]
         )
     },
     "retention off": {"retainChainData": "false"},
@@ -180,7 +179,7 @@ def test_changing_the_network_never_reuses_the_old_chain_volume(runs: dict[str, 
     # Same stack and namespace, another chain: a StatefulSet of another name, so a new claim
     # (chain-data-bitcoin-testnet4-0) beside the retained signet one, never a mixed datadir.
     base = runs["signet"]
-    moved = run_stack("signet", {"network": "testnet4", "payoutAddress": SIGNET_ADDRESS})
+    moved = run_stack("signet", {"network": "testnet4", "payoutAddress": TEST_NETWORK_ADDRESS})
     old, new = statefulset(base), statefulset(moved)
     assert new["metadata"]["namespace"] == old["metadata"]["namespace"]
     assert new["metadata"]["name"] == STATEFULSET["testnet4"] != old["metadata"]["name"]

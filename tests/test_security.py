@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import ROOT, STACKS, Run, run_stack, write_manifests
+from tests.support.constants import ROOT, STACKS
+from tests.support.harness import Run, run_stack, write_manifests
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 WAIVERS = yaml.safe_load((ROOT / "security" / "checkov-waivers.yaml").read_text())

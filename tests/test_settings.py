@@ -11,25 +11,15 @@ from components.networks import NETWORKS
 from components.quantities import parse_quantity
 from components.settings import Settings
 from components.stack_config import SettingsError, parse_settings
-from tests.harness import MAINNET_TEST_ADDRESS, run_stack
+from tests.support.constants import (
+    EXAMPLE_AUTHORITY_PUBKEY,
+    MAINNET_ADDRESSES,
+    MAINNET_TEST_ADDRESS,
+    TEST_NETWORK_ADDRESSES,
+)
+from tests.support.constants import TEST_NETWORK_ADDRESS as SIGNET_ADDRESS
+from tests.support.harness import run_stack
 
-SIGNET_ADDRESS = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
-
-# Valid addresses per network family (BIP-173/BIP-350 vectors and well-known base58 ones).
-MAINNET_ADDRESSES = [
-    "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",  # P2WPKH
-    "bc1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qccfmv3",  # P2WSH
-    "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",  # P2TR (bech32m)
-    "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2",  # P2PKH
-    "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",  # P2SH
-]
-TEST_NETWORK_ADDRESSES = [
-    "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
-    "tb1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3q0sl5k7",
-    "tb1pqqqqp399et2xygdj5xreqhjjvcmzhxw4aywxecjdzew6hylgvsesf3hn0c",
-    "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn",
-    "2MzQwSSnBHWHqSAqtTVQ6v47XtaisrJa1Vc",
-]
 # Invalid everywhere: broken checksums, the wrong bech32 variant, garbage.
 MALFORMED_ADDRESSES = [
     "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5",  # last character changed
@@ -141,7 +131,7 @@ BAD_SETTINGS = [
                 {
                     "address": "pool.example.com",
                     "port": 3333,
-                    "authorityPubkey": "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72",
+                    "authorityPubkey": EXAMPLE_AUTHORITY_PUBKEY,
                 }
             ]
         ),
@@ -299,7 +289,8 @@ def test_structured_settings_accept_native_objects_and_json_text() -> None:
     ],
 )
 def test_quantities_are_written_as_the_api_server_stores_them(given: str, stored: str) -> None:
-    # A second `pulumi up` must not see "1.5" against the live "1500m" (SV2-FACTS §9).
+    # A second `pulumi up` must not see "1.5" against the live "1500m".
+    # docs/upstream-behaviour.md#pulumi-kubernetes-does-not-normalise-quantities
     kind = "memory" if given.endswith("i") else "cpu"
     settings = parse_settings({"payoutAddress": SIGNET_ADDRESS, "nodeResources": {"requests": {kind: given}}})
     assert getattr(settings.node_resources.requests, kind) == stored

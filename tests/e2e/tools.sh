@@ -5,7 +5,7 @@
 #   SV2_E2E_CACHE   where the tools live (default ~/.cache/sv2-k8s-e2e)
 #   usage: tools.sh [piece ...]    pieces: cli kubernetes kube etcd crds sv2 fake_tp standins plugins (default: all)
 #          tools.sh --check       says what is cached; fails when something is missing
-# Two plugins cannot be built here, and stand-ins take their place (install-standins.sh): the
+# Two plugins cannot be built here, and stand-ins take their place (standins/install.sh): the
 # Go module proxy refuses github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 and
 # github.com/pulumi/pulumi-random/provider/v4 at every version ("not available").
 # The build_* functions are called by name from main.
@@ -164,15 +164,16 @@ build_sv2() {
     stamp translator_sv2 "$SV2_TRANSLATOR_CRATE_VERSION"
 }
 
-# fake-tp: the template-provider stand-in of scripts/e2e/sv2_apps.py (sv2-tp is in no registry),
+# fake-tp: the template-provider stand-in of sv2_apps/check.py (sv2-tp is in no registry),
 # built by cargo from crates.io with its committed Cargo.lock, in the pool's target dir so the
 # crates both use are compiled once. Rebuilt when its sources change.
 fake_tp_digest() {
-    cat "$here/fake-tp/Cargo.toml" "$here/fake-tp/Cargo.lock" "$here/fake-tp/src/main.rs" | sha256sum | cut -c1-16
+    cat "$here/sv2_apps/fake-tp/Cargo.toml" "$here/sv2_apps/fake-tp/Cargo.lock" "$here/sv2_apps/fake-tp/src/main.rs" |
+        sha256sum | cut -c1-16
 }
 
 build_fake_tp() {
-    local src="$here/fake-tp" digest
+    local src="$here/sv2_apps/fake-tp" digest
     digest="$(fake_tp_digest)"
     have fake-tp "$digest" && return
     say "building fake-tp (1-2 min; less once pool_sv2 is built)"
@@ -183,7 +184,7 @@ build_fake_tp() {
 
 # The Python language host and the random provider: stand-ins (see the top of this file).
 build_standins() {
-    bash "$here/install-standins.sh" "$cache"
+    bash "$here/standins/install.sh" "$cache"
 }
 
 # The kubernetes provider as the plugin version the Python package declares; plugins live in

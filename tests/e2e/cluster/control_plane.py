@@ -4,24 +4,22 @@
         run(["pulumi", "up", ...], env={**os.environ, **cluster.env})
         cluster.wait_for_pods("sv2", 3)
 
-    .venv/bin/python -m scripts.e2e.cluster --shell     # prints `export KUBECONFIG=...`, Ctrl-C stops
+    .venv/bin/python -m tests.e2e.cluster.control_plane --shell  # prints `export KUBECONFIG=…`; Ctrl-C stops
 
 Everything listens on 127.0.0.1 only, on free ports, with a per-run PKI in a temp dir removed on exit.
 There is no kubelet and no scheduler: controllers create Pods (so Pod Security admission runs for
 real) and they stay Pending. A stand-in for the cloud load-balancer controller gives every
-LoadBalancer Service the ingress 127.0.0.1. Binaries come from $SV2_E2E_CACHE/bin (make e2e-tools).
+LoadBalancer Service the ingress 127.0.0.1. Binaries come from the e2e toolchain (make e2e-tools);
+its self-test is control_plane_selftest.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import json
-import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,13 +30,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-LOOPBACK = "127.0.0.1"
+from tests.e2e.processes import LOOPBACK, E2EError, Process, ProcessGroup, free_port, wait
+from tests.e2e.toolchain import bin_dir, default_crd_dir, missing, tool
+
 SERVICE_CIDR = "10.0.0.0/24"  # only allocated from, never routed
 FIRST_SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service, hence in the serving cert
 # What turns the program's workloads into Pods, plus what namespaces, service accounts and
@@ -55,51 +53,17 @@ CONTROLLERS = (
 POD_SECURITY_MARK = "violates PodSecurity"
 
 
-class ControlPlaneError(RuntimeError):
-    pass
+class ControlPlaneError(E2EError):
+    """etcd, the API server or the controller-manager failed, or a call to them did."""
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("SV2_E2E_CACHE", Path.home() / ".cache/sv2-k8s-e2e"))
-
-
-def bin_dir() -> Path:
-    return _cache() / "bin"
-
-
-def default_crd_dir() -> Path | None:
-    """$SV2_E2E_CRDS, else the workplace's reference copy, else the pinned ones `make e2e-tools`
-    took from the operator's Go module (the same files at v0.93.0)."""
-    candidates = [
-        os.environ.get("SV2_E2E_CRDS", ""),
-        str(REPO.parent / "shared/reference/crds"),
-        str(_cache() / "crds"),
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
-
-
-def free_port() -> int:
-    # Racy by nature (the port is released before the binary binds it); good enough on one host.
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # A SIGKILLed harness cannot clean up: make the kernel take the children down with it.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class _Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 20, width: int = 400) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(f"    {line[:width]}" for line in text.splitlines()[-lines:])
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
+    """kubectl (the cached build, else PATH's) against the cluster of `kubeconfig`."""
+    command = [str(tool("kubectl")), f"--kubeconfig={kubeconfig}", *args]
+    result = subprocess.run(command, input=input, capture_output=True, text=True, check=False, timeout=300)
+    if check and result.returncode != 0:
+        raise ControlPlaneError(f"kubectl {' '.join(args)}: {result.stderr.strip() or result.stdout}")
+    return result.stdout
 
 
 class ControlPlane:
@@ -120,7 +84,7 @@ class ControlPlane:
         self.kubeconfig = Path()
         self.server = ""
         self.startup_seconds = 0.0
-        self._processes: list[_Process] = []
+        self._group = ProcessGroup(Path(), grace=stop_timeout)
         self._crashes: list[str] = []
         self._crash_lock = threading.Lock()
         self._stop = threading.Event()
@@ -131,12 +95,12 @@ class ControlPlane:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> ControlPlane:
-        tools = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
-        missing = [name for name in tools if not os.access(self.bin / name, os.X_OK)]
-        if missing:
-            raise ControlPlaneError(f"missing {', '.join(missing)} in {self.bin} (run make e2e-tools)")
+        absent = missing("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+        if absent:
+            raise ControlPlaneError(f"missing {', '.join(absent)} in {self.bin} (run make e2e-tools)")
         started = time.monotonic()
         self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-kube-"))
+        self._group = ProcessGroup(self.dir, grace=self.stop_timeout)
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_exit)
         try:
@@ -229,8 +193,7 @@ class ControlPlane:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._note_crashes()  # before stopping, so an earlier crash is not taken for our own SIGTERM
-        for process in reversed(self._processes):
-            _terminate(process.popen, self.stop_timeout)
+        self._group.stop()
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
@@ -241,27 +204,16 @@ class ControlPlane:
     # ---- processes ---------------------------------------------------------------------------
 
     def _spawn(self, name: str, *args: str) -> None:
-        log = self.dir / f"{name}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [str(self.bin / name), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                # Own session: a terminal's Ctrl-C reaches only us, and we stop them in order.
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        self._processes.append(_Process(name, popen, log))
+        self._group.start(name, [self.bin / name, *args])
 
     def _note_crashes(self) -> None:
         with self._crash_lock:  # the watch thread and the caller both look
-            for process in self._processes:
-                code = process.popen.poll()
+            for process in self._group.processes:
+                code = process.exit_code
                 if code is None or any(c.startswith(f"{process.name} exited") for c in self._crashes):
                     continue
-                message = f"{process.name} exited with {code}; last lines of its log:\n{process.tail()}"
+                log = process.tail(20, separator="\n    ")
+                message = f"{process.name} exited with {code}; last lines of its log:\n    {log}"
                 self._crashes.append(message)
                 print(f"control plane: {message}", file=sys.stderr, flush=True)
 
@@ -272,16 +224,7 @@ class ControlPlane:
             raise ControlPlaneError("\n".join(self._crashes))
 
     def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
-        while True:
-            self.check_alive()
-            try:
-                if ready():
-                    return
-            except (OSError, ValueError):
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"timed out waiting for {what}")
-            time.sleep(0.25)
+        wait(lambda: ready() or None, deadline - time.monotonic(), what, self._group.processes, interval=0.25)
 
     def _background(self) -> None:
         while not self._stop.wait(self.lb_interval):
@@ -365,23 +308,20 @@ class ControlPlane:
     # ---- helpers for the e2e steps ------------------------------------------------------------
 
     @property
-    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
-        return {process.name: process.popen for process in self._processes}
+    def processes(self) -> dict[str, Process]:
+        return {process.name: process for process in self._group.processes}
 
     @property
     def env(self) -> dict[str, str]:
         """Environment for tools (kubectl, pulumi) that should talk to this cluster."""
         return {"KUBECONFIG": str(self.kubeconfig)}
 
+    def describe(self) -> str:
+        return f"loopback control plane up in {self.startup_seconds:.1f} s"
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         self.check_alive()
-        command = [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
-        result = subprocess.run(
-            command, input=input, capture_output=True, text=True, check=False, timeout=300
-        )
-        if check and result.returncode != 0:
-            raise ControlPlaneError(f"kubectl {' '.join(args)}: {result.stderr.strip() or result.stdout}")
-        return result.stdout
+        return kubectl(self.kubeconfig, *args, input=input, check=check)
 
     def _http(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> tuple[int, bytes]:
         request = urllib.request.Request(self.server + path, data=body, method=method)
@@ -412,19 +352,20 @@ class ControlPlane:
         self, namespace: str, count: int, timeout: float = 60.0, selector: str = ""
     ) -> list[dict[str, Any]]:
         """Wait until at least `count` Pods exist (admitted; Pending forever, there is no kubelet)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def enough() -> list[dict[str, Any]] | None:
             self.check_alive()
             pods = self.pods(namespace, selector)
-            if len(pods) >= count:
-                return pods
-            if time.monotonic() > deadline:
-                violations = "; ".join(self.pod_security_violations(namespace)) or "none"
-                raise ControlPlaneError(
-                    f"{len(pods)} of {count} pods in {namespace} after {timeout:.0f}s; "
-                    f"Pod Security violations: {violations}"
-                )
-            time.sleep(0.5)
+            return pods if len(pods) >= count else None
+
+        def status() -> str:
+            violations = "; ".join(self.pod_security_violations(namespace)) or "none"
+            return f"{len(self.pods(namespace, selector))} pods; Pod Security violations: {violations}"
+
+        found: list[dict[str, Any]] = wait(
+            enough, timeout, f"{count} pods in {namespace}", interval=0.5, status=status
+        )
+        return found
 
     def pod_security_violations(self, namespace: str | None = None) -> list[str]:
         """'Kind namespace/name: message' for each controller that Pod Security kept from creating Pods:
@@ -453,7 +394,7 @@ class ControlPlane:
 
     def listeners(self) -> list[tuple[str, str]]:
         """(process, local address) of every TCP listening socket our processes hold (from `ss`)."""
-        pids = {str(p.popen.pid): p.name for p in self._processes}
+        pids = {str(p.pid): p.name for p in self._group.processes}
         out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
         found = []
         for line in out.splitlines():
@@ -467,16 +408,6 @@ class ControlPlane:
 def _plain_get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bytes(response.read())
-
-
-def _terminate(popen: subprocess.Popen[bytes], timeout: float) -> None:
-    if popen.poll() is None:
-        popen.terminate()
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-    popen.wait()
 
 
 def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:

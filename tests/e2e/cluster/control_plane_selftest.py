@@ -1,10 +1,11 @@
-"""Self-test of the loopback control plane (scripts/e2e/cluster.py): one line per check.
+"""Self-test of the loopback control plane (control_plane.py): one line per check.
 
-    .venv/bin/python -m scripts.e2e.check_cluster
+    .venv/bin/python -m tests.e2e.cluster.control_plane_selftest
 
 Starts it, proves that Pod Security admission decides which Pods the controllers may create, that
 LoadBalancer Services get their (loopback) ingress, that nothing listens beyond 127.0.0.1, that a
 crash is reported, and that nothing is left behind. Exits non-zero when a check fails.
+(What the e2e asserts of the stacks in a cluster is tests/e2e/stack_assertions.py.)
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from scripts.e2e.cluster import LOOPBACK, ControlPlane, ControlPlaneError
+from tests.e2e.cluster.control_plane import ControlPlane, ControlPlaneError
+from tests.e2e.processes import LOOPBACK, wait
 
 NAMESPACE = "e2e-check"
 RESTRICTED: dict[str, Any] = {  # what the restricted Pod Security level asks of a container
@@ -68,12 +69,7 @@ MANIFESTS: list[dict[str, Any]] = [
 
 
 def _until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-    return result
+    return wait(lambda: probe() or None, timeout, what, interval=0.5)
 
 
 class Checks:
@@ -83,7 +79,7 @@ class Checks:
     def run(self, name: str, check: Callable[[], str]) -> None:
         try:
             detail = check()
-        except (AssertionError, ControlPlaneError, OSError) as error:
+        except (AssertionError, OSError) as error:  # ControlPlaneError is an AssertionError
             self.failed += 1
             print(f"FAIL {name}: {error}", flush=True)
         else:
@@ -97,7 +93,7 @@ def main() -> int:
     exit_error: BaseException | None = None
     try:
         with cluster:
-            pids = [popen.pid for popen in cluster.processes.values()]
+            pids = [process.pid for process in cluster.processes.values()]
             checks.run("control plane up", lambda: f"{cluster.startup_seconds:.1f}s, {cluster.server}")
             _exercise(cluster, checks)
     except ControlPlaneError as error:
@@ -193,7 +189,7 @@ def _exercise(cluster: ControlPlane, checks: Checks) -> None:
     checks.run("namespace deletion completes", namespace_deleted)
 
     def crash() -> str:
-        victim = cluster.processes["kube-controller-manager"]
+        victim = cluster.processes["kube-controller-manager"].popen
         victim.kill()
         victim.wait()
         try:

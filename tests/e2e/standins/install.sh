@@ -3,16 +3,16 @@
 # language host, next to the CLI in CACHE/bin with the SDK's executor script beside it, and the
 # random resource provider, as plugin resource-random in CACHE/pulumi-home. Needs CACHE/bin/pulumi.
 # Idempotent and quick: files already in place are left alone.
-#   usage: install-standins.sh CACHE [PYTHON]
+#   usage: install.sh CACHE [PYTHON]
 #   PYTHON  interpreter, with pulumi and grpcio, that runs the stand-ins
 #           (default: $SV2_E2E_PYTHON, else the checkout's .venv/bin/python)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
-. "$here/versions.env"
+# shellcheck source-path=SCRIPTDIR source=../versions.env
+. "$here/../versions.env"
 [ $# -ge 1 ] || { echo "usage: $0 CACHE [PYTHON]" >&2; exit 2; }
 cache="$1"
-python="${2:-${SV2_E2E_PYTHON:-$here/../../.venv/bin/python}}"
+python="${2:-${SV2_E2E_PYTHON:-$here/../../../.venv/bin/python}}"
 say() { printf 'install-standins: %s\n' "$*"; }
 die() { say "$*" >&2; exit 1; }
 

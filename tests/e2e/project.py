@@ -17,11 +17,12 @@ from typing import Any, Final
 import yaml
 from pulumi.runtime import rpc
 
-ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "sv2-k8s"
-# What the program needs to run; the copy keeps the checkout's stack files untouched.
+from tests.e2e.toolchain import cache_dir, tool
+from tests.support.constants import PROJECT, ROOT
+
 # In the environment of every CLI run (and so of every plugin it starts): finds leftovers.
 RUN_MARKER: Final = f"SV2_E2E_RUN={uuid.uuid4().hex}"
+# What the program needs to run; the copy keeps the checkout's stack files untouched.
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components", "docker", "policy")
 
 
@@ -39,19 +40,14 @@ class Outcome:
         return json.loads(self.stdout)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SV2_E2E_CACHE", Path.home() / ".cache" / "sv2-k8s-e2e"))
-
-
 class Project:
     """The program in a temporary folder, with its own state backend and stack files."""
 
     def __init__(self, kube_env: dict[str, str], cli: Path | None = None) -> None:
         self.kube_env = kube_env
         self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-project-"))
-        cached = cache_dir() / "bin" / "pulumi"
         # The cached build here; elsewhere (GitHub) the CLI the workflow installed.
-        self.cli = cli or (cached if cached.exists() else Path(shutil.which("pulumi") or "pulumi"))
+        self.cli = cli or tool("pulumi")
         for name in PROGRAM_FILES:
             source = ROOT / name
             if source.is_dir():
@@ -110,8 +106,11 @@ class Project:
         (self.dir / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}, sort_keys=False))
         self.run("stack", "init", stack)
 
-    def set_config(self, stack: str, key: str, value: str, *, path: bool = False) -> None:
-        self.run("config", "set", *(["--path"] if path else []), f"{PROJECT}:{key}", value, stack=stack)
+    def set_config(
+        self, stack: str, key: str, value: str, *, path: bool = False, secret: bool = False
+    ) -> None:
+        flags = [*(["--path"] if path else []), *(["--secret"] if secret else [])]
+        self.run("config", "set", *flags, f"{PROJECT}:{key}", value, stack=stack)
 
     def preview(self, stack: str, *extra: str) -> Outcome:
         return self.run("preview", "--json", "--skip-plugin-pre-install", *extra, stack=stack)

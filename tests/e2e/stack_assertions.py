@@ -1,96 +1,25 @@
-"""What the e2e asks of the cluster after each step: objects as rendered, pods admitted, no secret
-outside Secrets, which pods rolled, what `destroy` kept."""
+"""What the e2e asserts of a stack in the cluster after each step (run.py): objects as rendered,
+pods admitted, no secret outside Secrets, which pods rolled, what `destroy` kept. (The control
+plane's own self-test is cluster/control_plane_selftest.py.)"""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
-import subprocess
-import time
 import tomllib
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from scripts.e2e.cluster import ControlPlane, default_crd_dir
-from scripts.e2e.project import cache_dir
+from tests.e2e.cluster.connect import Kube
+from tests.e2e.processes import wait
 
 PART_OF = "app.kubernetes.io/part-of=sv2-k8s"
 # Shorter strings (ports, "true") occur everywhere by chance; secrets here are keys and passwords.
 MIN_SECRET_LENGTH = 8
 
 
-class Kube(Protocol):
-    env: dict[str, str]
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...
-
-    def describe(self) -> str: ...
-
-
-@contextlib.contextmanager
-def start_cluster() -> Iterator[Kube]:
-    """The cluster of SV2_E2E_KUBECONFIG, or a private loopback control plane."""
-    external = os.environ.get("SV2_E2E_KUBECONFIG")
-    if external:
-        cluster = ExternalCluster(Path(external))
-        cluster.install_crds(os.environ.get("SV2_E2E_CRDS", ""))
-        yield cluster
-        return
-    crds = os.environ.get("SV2_E2E_CRDS")
-    with ControlPlane(crd_dir=Path(crds) if crds else default_crd_dir()) as plane:
-        yield LoopbackCluster(plane)
-
-
-class LoopbackCluster:
-    """The private control plane of scripts/e2e/cluster.py."""
-
-    def __init__(self, plane: ControlPlane) -> None:
-        self.plane = plane
-        self.env = plane.env
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        return self.plane.kubectl(*args, input=input, check=check)
-
-    def describe(self) -> str:
-        return f"loopback control plane up in {self.plane.startup_seconds:.1f} s"
-
-
-class ExternalCluster:
-    """A cluster given by kubeconfig (kind on GitHub)."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self.env = {"KUBECONFIG": str(kubeconfig)}
-        cached = cache_dir() / "bin" / "kubectl"
-        self.binary = str(cached) if cached.exists() else "kubectl"
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        result = subprocess.run(
-            [self.binary, *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, **self.env},
-            timeout=300,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout
-
-    def install_crds(self, source: str) -> None:
-        if source:
-            self.kubectl("apply", "--server-side", "-f", source)
-            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
-
-    def describe(self) -> str:
-        return f"cluster of {self.env['KUBECONFIG']}"
-
-
-class ClusterChecks:
+class StackAssertions:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
@@ -152,18 +81,23 @@ class ClusterChecks:
 
     def pods_admitted(self, namespace: str, count: int, timeout: float = 120.0) -> list[str]:
         """The controllers created every Pod, and Pod Security `restricted` let them in."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def admitted() -> list[str] | None:
             pods = self.items("pods", namespace)
             events = self.items("events", namespace)
             denied = [e["message"] for e in events if "violates PodSecurity" in e.get("message", "")]
             if denied:
                 raise AssertionError("Pod Security refused pods: " + "; ".join(sorted(set(denied))[:3]))
-            if len(pods) >= count:
-                return [f"{len(pods)} pods admitted (restricted)"]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(pods)} of {count} pods created in {namespace}")
-            time.sleep(1)
+            return [f"{len(pods)} pods admitted (restricted)"] if len(pods) >= count else None
+
+        found: list[str] = wait(
+            admitted,
+            timeout,
+            f"{count} pods created in {namespace}",
+            interval=1,
+            status=lambda: f"{len(self.items('pods', namespace))} created",
+        )
+        return found
 
     def no_secret_outside_secrets(
         self, namespace: str, state: list[dict[str, Any]], extra: set[str]
@@ -227,17 +161,20 @@ class ClusterChecks:
             for c in self.items("persistentvolumeclaims", namespace)
         }
 
+    def namespace_exists(self, namespace: str) -> bool:
+        found = self.kube.kubectl("get", "namespace", namespace, "--ignore-not-found", "-o", "name")
+        return bool(found.strip())
+
     def after_destroy(self, namespace: str, *, retained: bool, timeout: float = 90.0) -> list[str]:
         if not retained:
-            deadline = time.monotonic() + timeout
-            while self.kube.kubectl(
-                "get", "namespace", namespace, "--ignore-not-found", "-o", "name"
-            ).strip():
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"namespace {namespace} still exists")
-                time.sleep(1)
+            wait(
+                lambda: None if self.namespace_exists(namespace) else True,
+                timeout,
+                f"deletion of namespace {namespace}",
+                interval=1,
+            )
             return ["namespace and claims deleted (retainChainData false)"]
-        if not self.kube.kubectl("get", "namespace", namespace, "--ignore-not-found", "-o", "name").strip():
+        if not self.namespace_exists(namespace):
             raise AssertionError(f"namespace {namespace} was deleted")
         claims = [c["metadata"]["name"] for c in self.items("persistentvolumeclaims", namespace)]
         if not any(name.startswith("chain-data-") for name in claims):

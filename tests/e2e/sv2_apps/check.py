@@ -1,17 +1,17 @@
 """Config acceptance of the real pool_sv2 and translator_sv2, per stack, on loopback.
 
-    .venv/bin/python -m scripts.e2e.sv2_apps signet testnet4 mainnet
+    .venv/bin/python -m tests.e2e.sv2_apps.check signet testnet4 mainnet
 
 For each stack: render pool.toml and translator.toml under the mock engine, check every key
 against the binaries' config structs (their crate sources), remap only cluster addresses and
 0.0.0.0 binds to 127.0.0.1, then run the binaries (built from crates.io by
-`scripts/e2e/tools.sh sv2`) against a template-provider stand-in (scripts/e2e/fake-tp) and read
+`tests/e2e/tools.sh sv2`) against a template-provider stand-in (fake-tp/ here) and read
 back, from logs, sockets and the monitoring API, that each value took effect; then the failure
 paths that the probes, restarts and alerts rely on, and the /metrics names that the alert rules
 and the dashboard query. Prints one line per check; raises (exit 1) on the first failure.
 
 The binaries are sv2-apps v0.3.0 code (crates pool_sv2/translator_sv2 0.2.0, commit 36562ad),
-not the v0.2.0 images the stacks deploy: see scripts/e2e/sv2_apps.md.
+not the v0.2.0 images the stacks deploy: see README.md here.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scripts.e2e import sv2_apps_metrics as metrics
-from scripts.e2e.sv2_apps_config import (
+from tests.e2e.processes import LOOPBACK, E2EError, Process, free_port, listening, wait
+from tests.e2e.sv2_apps import metrics
+from tests.e2e.sv2_apps.apps import Apps, Sv1Miner, held, http, http_json, seconds_between
+from tests.e2e.sv2_apps.config import (
     Local,
     Rendered,
     Sources,
@@ -33,22 +35,14 @@ from scripts.e2e.sv2_apps_config import (
     render,
     with_changes,
 )
-from scripts.e2e.sv2_apps_run import (
-    Apps,
-    E2EError,
-    Proc,
-    Sv1Miner,
-    binary,
-    free_port,
-    held,
-    http,
-    http_json,
-    listening,
-    seconds_between,
-    wait,
-)
+from tests.e2e.toolchain import binary
+from tests.support.constants import STACKS
 
 STARTUP = 15.0  # seconds for a binary to bind what it binds
+# Where the upstream behaviour each failure-path check expects is written down.
+_FACTS = "docs/upstream-behaviour.md#"
+POOL_GIVES_UP = _FACTS + "the-pool-gives-up-on-its-template-provider-after-three-tries-and-exits-0"
+TRANSLATOR_NEEDS_UPSTREAM = _FACTS + "the-translator-listens-only-after-an-upstream-accepted-it"
 
 
 def _expect(ok: bool, what: str) -> None:
@@ -56,17 +50,17 @@ def _expect(ok: bool, what: str) -> None:
         raise E2EError(what)
 
 
-def start_tp(apps: Apps, port: int, public: str, secret: str) -> Proc:
-    tp = apps.start("fake-tp", [binary("fake-tp"), f"127.0.0.1:{port}", public, secret])
+def start_tp(apps: Apps, port: int, public: str, secret: str) -> Process:
+    tp = apps.start("fake-tp", [binary("fake-tp"), f"{LOOPBACK}:{port}", public, secret])
     tp.wait_for("listening on", STARTUP)
     return tp
 
 
-def start_pool(apps: Apps, pool: dict[str, Any]) -> Proc:
+def start_pool(apps: Apps, pool: dict[str, Any]) -> Process:
     return apps.start("pool", [binary("pool_sv2"), "-c", apps.config("pool.toml", pool)])
 
 
-def start_translator(apps: Apps, translator: dict[str, Any]) -> Proc:
+def start_translator(apps: Apps, translator: dict[str, Any]) -> Process:
     return apps.start(
         "translator", [binary("translator_sv2"), "-c", apps.config("translator.toml", translator)]
     )
@@ -77,18 +71,20 @@ def pool_without_tp(apps: Apps, local: Local) -> str:
     closed = free_port()
     pool = start_pool(
         apps,
-        with_changes(local.pool, {("template_provider_type", "Sv2Tp", "address"): f"127.0.0.1:{closed}"}),
+        with_changes(local.pool, {("template_provider_type", "Sv2Tp", "address"): f"{LOOPBACK}:{closed}"}),
     )
-    health = wait(lambda: http(local.pool_monitoring, "/api/v1/health"), STARTUP, "pool /api/v1/health", pool)
+    health = wait(
+        lambda: http(local.pool_monitoring, "/api/v1/health"), STARTUP, "pool /api/v1/health", [pool]
+    )
     code = pool.wait_exit(30)
     attempts = pool.grep(r"Connecting to template provider attempt=")
     gaps = seconds_between(attempts)
-    _expect(len(attempts) == 3, f"pool tried its TP {len(attempts)} times, expected 3 (SV2-FACTS §2)")
-    _expect(code == 0, f"pool exited {code} without a TP, expected 0 (SV2-FACTS §2)")
+    _expect(len(attempts) == 3, f"pool tried its TP {len(attempts)} times, expected 3 ({POOL_GIVES_UP})")
+    _expect(code == 0, f"pool exited {code} without a TP, expected 0 ({POOL_GIVES_UP})")
     _expect(not pool.grep("Starting downstream server"), "pool opened its SV2 port without a TP")
     last = pool.grep(r"Pool Error'ed out|Exhausted all connection attempts")
     return (
-        f"TP 127.0.0.1:{closed} closed: /api/v1/health {health.strip()[:40]!r} while retrying; "
+        f"TP {LOOPBACK}:{closed} closed: /api/v1/health {health.strip()[:40]!r} while retrying; "
         f"{len(attempts)} attempts {', '.join(f'{g:.1f}' for g in gaps)} s apart; exit {code}; "
         f"SV2 port never opened; last: {last[-1].split(' ', 2)[-1] if last else pool.tail(1)}"
     )
@@ -112,13 +108,13 @@ def pool_wrong_tp_key(apps: Apps, rendered: Rendered, local: Local) -> str:
     )
 
 
-def pool_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Proc, Proc, str]:
+def pool_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Process, Process, str]:
     tp = start_tp(apps, local.tp_port, rendered.tp_public_key, rendered.tp_secret)
     pool = start_pool(apps, local.pool)
     listen = pool.wait_for(r"Starting downstream server at", STARTUP)
-    wait(lambda: listening(local.pool_port) or None, STARTUP, f"pool on 127.0.0.1:{local.pool_port}", pool)
+    wait(lambda: listening(local.pool_port) or None, STARTUP, f"pool on {LOOPBACK}:{local.pool_port}", [pool])
     setup = pool.wait_for(r"Building SetupConnection message to the Template Provider", STARTUP)
-    _expect(f"socket=127.0.0.1:{local.tp_port}" in setup, f"pool set up its TP at another address: {setup}")
+    _expect(f"socket={LOOPBACK}:{local.tp_port}" in setup, f"pool set up its TP at another address: {setup}")
     _expect(bool(tp.grep("noise handshake completed")), "fake-tp saw no Noise handshake")
     for message in ("SetupConnection protocol=TemplateDistributionProtocol", "CoinbaseOutputConstraints"):
         tp.wait_for(message, STARTUP)
@@ -142,12 +138,12 @@ def translator_without_pool(apps: Apps, local: Local) -> str:
     code = translator.wait_exit(30)
     attempts = translator.grep(r"Connection attempt \d/\d")
     _expect(len(attempts) == 3, f"translator tried its pool {len(attempts)} times, expected 3")
-    _expect(code == 0, f"translator exited {code} without a pool, expected 0 (SV2-FACTS §3)")
+    _expect(code == 0, f"translator exited {code} without a pool, expected 0 ({TRANSLATOR_NEEDS_UPSTREAM})")
     _expect(
         not translator.grep("listening on|Initializing monitoring server"), "translator served without a pool"
     )
     return (
-        f"pool 127.0.0.1:{closed} closed: {len(attempts)} attempts "
+        f"pool {LOOPBACK}:{closed} closed: {len(attempts)} attempts "
         f"{', '.join(f'{g:.1f}' for g in seconds_between(attempts))} s apart, exit {code}, "
         f"neither SV1 nor monitoring port opened"
     )
@@ -174,18 +170,18 @@ def translator_wrong_key(apps: Apps, rendered: Rendered, local: Local) -> str:
     )
 
 
-def translator_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Proc, str]:
+def translator_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Process, str]:
     translator = start_translator(apps, local.translator)
     ready = translator.wait_for(r"Translator Proxy: listening on", STARTUP)
-    _expect(f"127.0.0.1:{local.sv1_port}" in ready, f"SV1 port elsewhere: {ready}")
+    _expect(f"{LOOPBACK}:{local.sv1_port}" in ready, f"SV1 port elsewhere: {ready}")
     tried = translator.grep(r"Trying upstream 1 of \d")[0]
-    _expect(f"127.0.0.1:{local.pool_port}" in tried, f"translator tried another upstream: {tried}")
+    _expect(f"{LOOPBACK}:{local.pool_port}" in tried, f"translator tried another upstream: {tried}")
     translator.wait_for("SetupConnectionSuccess", STARTUP)
     wait(
         lambda: http(local.translator_monitoring, "/api/v1/health"),
         STARTUP,
         "translator /api/v1/health",
-        translator,
+        [translator],
     )
     keepalive = translator.grep("job keepalive loop with interval of")
     vardiff = translator.grep("Variable difficulty adjustment enabled")
@@ -201,7 +197,7 @@ def translator_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Proc, s
     return translator, (
         f"{tried.split('INFO ', 1)[-1].split(': ', 1)[-1]} with authority_pubkey "
         f"{rendered.pool_public_key[:10]}…: Noise + SetupConnectionSuccess; "
-        f"SV1 on 127.0.0.1:{local.sv1_port}; "
+        f"SV1 on {LOOPBACK}:{local.sv1_port}; "
         f"monitoring {local.translator_monitoring}; its log shows job keepalive "
         f"{difficulty['job_keepalive_interval_secs']} s and vardiff={difficulty['enable_vardiff']}"
     )
@@ -212,7 +208,7 @@ def sv1_stage(rendered: Rendered, local: Local) -> str:
         from sv1_probe.probe import probe
     except ImportError as error:
         return f"skipped: sv1_probe/probe.py has no probe() ({error})"
-    result = probe(f"stratum+tcp://127.0.0.1:{local.sv1_port}", mine=False, timeout=15.0)
+    result = probe(f"stratum+tcp://{LOOPBACK}:{local.sv1_port}", mine=False, timeout=15.0)
     pool, translator = rendered.pool, rendered.translator
     difficulty = translator["downstream_difficulty_config"]
     expected = difficulty["min_individual_miner_hashrate"] * 60 / difficulty["shares_per_minute"] / 2**32
@@ -265,7 +261,7 @@ def channel_values(rendered: Rendered, local: Local) -> str:
     )
 
 
-def link_loss(tp: Proc, pool: Proc, translator: Proc) -> str:
+def link_loss(tp: Process, pool: Process, translator: Process) -> str:
     """The TP goes away: the pool must exit (Kubernetes restarts it), then the translator."""
     tp.popen.kill()
     start = time.monotonic()
@@ -326,7 +322,7 @@ def check(stack: str, report: Callable[[str], None] = lambda _: None) -> list[st
 
 
 def main(argv: list[str]) -> int:
-    stacks = argv or ["signet", "testnet4", "mainnet"]
+    stacks = argv or list(STACKS)
     for stack in stacks:
         try:
             check(stack, report=lambda line: print(line, flush=True))

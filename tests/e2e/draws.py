@@ -1,7 +1,8 @@
-"""Stacks of valid settings drawn at random by the property tests' own strategy, reproducibly:
-every draw comes from a seed, a run's seeds from one run seed (CI derives it from the commit, so a
-commit's verdict never changes between runs), and a failing draw prints the command that replays
-it. Draws that once failed are kept as regression cases (stacks/random-regressions.json).
+"""Stacks of valid settings drawn at random by the property tests' own strategy (valid_overrides in
+tests/support/strategies.py), reproducibly: every draw comes from a seed, a run's seeds from one
+run seed (CI derives it from the commit, so a commit's verdict never changes between runs), and a
+failing draw prints the command that replays it. Draws that once failed are kept as regression
+cases (stacks/random-regressions.json).
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COMMITTED_STACKS = ("signet", "testnet4", "mainnet")
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as with_seed
+
+from tests.support.constants import STACKS
+from tests.support.strategies import valid_overrides
+
 REGRESSIONS = Path(__file__).with_name("stacks") / "random-regressions.json"
 
 
@@ -47,7 +53,7 @@ def draw_seeds(seed: str, count: int) -> list[int]:
 
 def draw(seed: int) -> Draw:
     """The stack and valid settings that `seed` draws."""
-    stack = random.Random(seed).choice(COMMITTED_STACKS)
+    stack = random.Random(seed).choice(STACKS)
     drawn = _example(stack, seed)
     drawn.pop("nodeImage", None)  # the e2e presets it
     return Draw(f"{stack}-seed{seed}", stack, native_values(drawn), replay_command(seed))
@@ -88,11 +94,6 @@ def native_values(drawn: dict[str, str]) -> dict[str, Any]:
 def _example(stack: str, seed: int) -> dict[str, str]:
     """One example of the valid-settings strategy, fixed by `seed`. Hypothesis tries the simplest
     example (no settings at all) first; the second one is the seed's own."""
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as with_seed
-
-    from tests.test_properties import valid_overrides
-
     found: list[dict[str, str]] = []
 
     @with_seed(seed)

@@ -1,8 +1,8 @@
 """Checks the Python stand-ins for the language host and pulumi-random with the real Pulumi CLI, offline.
 
-Installs them (install-standins.sh), then drives a throwaway project through up, up again, preview,
+Installs them (install.sh), then drives a throwaway project through up, up again, preview,
 refresh, a keepers change and destroy, against a local file backend, printing one line per step.
-    usage: check_standins.py [--cache DIR]   (default $SV2_E2E_CACHE or ~/.cache/sv2-k8s-e2e)
+    usage: .venv/bin/python -m tests.e2e.standins.check [--cache DIR]   (default: the e2e toolchain's)
 Exits non-zero at the first failed step and keeps its work folder for a look.
 """
 
@@ -21,8 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.toolchain import cache_dir
+from tests.support.constants import ROOT
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 PROJECT = "standins-check"
 SECRET_KEY = "4dabf18193072939515e22adb298388d"
 BYTES = "random:index/randomBytes:RandomBytes"
@@ -36,7 +38,7 @@ runtime:
   name: python
   options:
     toolchain: pip
-    virtualenv: {REPO / ".venv"}
+    virtualenv: {ROOT / ".venv"}
 config:
   settings:
     type: object
@@ -156,9 +158,9 @@ def provider_string_result_is_plain() -> bool:
 
 def run(check: Check, work: Path, cache: Path) -> None:
     installer = subprocess.run(
-        ["bash", str(HERE / "install-standins.sh"), str(cache)], capture_output=True, text=True, check=False
+        ["bash", str(HERE / "install.sh"), str(cache)], capture_output=True, text=True, check=False
     )
-    step("install-standins.sh", installer.returncode == 0, installer.stdout + installer.stderr)
+    step("install.sh", installer.returncode == 0, installer.stdout + installer.stderr)
     check.project.mkdir()
     (check.project / "Pulumi.yaml").write_text(PULUMI_YAML)
     (check.project / "__main__.py").write_text(PROGRAM)
@@ -245,8 +247,7 @@ def run(check: Check, work: Path, cache: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default = os.environ.get("SV2_E2E_CACHE") or str(Path.home() / ".cache" / "sv2-k8s-e2e")
-    parser.add_argument("--cache", type=Path, default=Path(default))
+    parser.add_argument("--cache", type=Path, default=cache_dir())
     cache = parser.parse_args().cache.resolve()
     work = Path(tempfile.mkdtemp(prefix="sv2-standins-"))
     check = Check(cache, work)

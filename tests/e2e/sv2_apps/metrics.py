@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import promql_parser
 
@@ -16,8 +15,9 @@ from components.monitoring import (
     dashboard,
 )
 from components.stack_config import parse_settings
-from scripts.e2e.sv2_apps_config import Local, Rendered
-from scripts.e2e.sv2_apps_run import E2EError, Proc, http
+from tests.e2e.processes import E2EError, Process, wait
+from tests.e2e.sv2_apps.apps import http
+from tests.e2e.sv2_apps.config import Local, Rendered
 
 Scrape = dict[str, set[str]]  # job ("pool", "translator") → metric names with samples
 CHANNEL_WAIT = 25.0  # the monitoring cache refreshes every 15 s (monitoring_cache_refresh_secs)
@@ -40,21 +40,23 @@ def scrape(local: Local) -> Scrape:
     return result
 
 
-def wait_for_channels(local: Local, pool: Proc, translator: Proc) -> Scrape:
+def wait_for_channels(local: Local, pool: Process, translator: Process) -> Scrape:
     """Scrapes until both caches show the per-channel series (SV1 miners must be connected)."""
-    deadline = time.monotonic() + CHANNEL_WAIT
-    while True:
+
+    def channels() -> Scrape | None:
         current = scrape(local)
-        if "sv2_client_shares_accepted_total" in current["pool"] and (
-            "sv2_server_shares_accepted_total" in current["translator"]
-        ):
-            return current
-        if time.monotonic() > deadline:
-            raise E2EError(f"no per-channel series after {CHANNEL_WAIT:g} s with 2 miners: {current}")
-        for proc in (pool, translator):
-            if proc.popen.poll() is not None:
-                raise E2EError(f"{proc.name} exited {proc.popen.returncode}: {proc.tail()}")
-        time.sleep(1)
+        pool_has = "sv2_client_shares_accepted_total" in current["pool"]
+        return current if pool_has and "sv2_server_shares_accepted_total" in current["translator"] else None
+
+    found: Scrape = wait(
+        channels,
+        CHANNEL_WAIT,
+        "per-channel series with 2 miners",
+        [pool, translator],
+        interval=1,
+        status=lambda: str(scrape(local)),
+    )
+    return found
 
 
 def queried(rendered: Rendered) -> dict[str, set[str]]:

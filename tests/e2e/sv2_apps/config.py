@@ -1,4 +1,4 @@
-"""Rendered configs for scripts/e2e/sv2_apps.py: the program's pool.toml and translator.toml,
+"""Rendered configs for check.py: the program's pool.toml and translator.toml,
 their key names against the binaries' config structs, and the loopback remap.
 
 The structs are read from the crate sources cargo built the binaries from (unknown keys are
@@ -20,19 +20,13 @@ from typing import Any
 import base58
 from embit.script import address_to_scriptpubkey
 
-from scripts.e2e.sv2_apps_run import LOOPBACK, E2EError, free_port
-from tests.harness import Run, run_stack
+from tests.e2e.processes import LOOPBACK, E2EError, free_port
+from tests.e2e.toolchain import pinned
+from tests.support.constants import SHARED_REFERENCE
+from tests.support.harness import Run, run_stack
 
-REPO = Path(__file__).resolve().parents[2]
-V020_EXAMPLES = REPO.parent / "shared/reference/upstream-examples"
+V020_EXAMPLES = SHARED_REFERENCE / "upstream-examples"
 Path_ = tuple[str | int, ...]
-
-
-def pinned(key: str) -> str:
-    for line in (REPO / "scripts/e2e/versions.env").read_text().splitlines():
-        if line.startswith(f"{key}="):
-            return line.split("=", 1)[1].strip()
-    raise E2EError(f"{key} is not in scripts/e2e/versions.env")
 
 
 def crate_source(name: str, version: str) -> Path:

@@ -4,7 +4,7 @@ For each committed stack, and one with every setting changed (stacks/Pulumi.all-
 preview, up, the objects as rendered, pods admitted by Pod Security, no secret outside Secrets,
 a second up that changes nothing, an unrelated update in place, key rotations in place, destroy.
 Then each mutant (a first-contact fix broken on purpose) must fail its step, and the real pool
-and translator run the rendered configs (scripts/e2e/sv2_apps.py).
+and translator run the rendered configs (sv2_apps/check.py).
 
 Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECONFIG (use this
 cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
@@ -12,7 +12,7 @@ SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image);
 (Prometheus Operator CRDs: a folder, or a URL applied with kubectl); SV2_E2E_STACKS (a subset);
 SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4), drawn from
 SV2_E2E_SEED (any text; CI passes the commit) or SV2_E2E_RANDOM_SEEDS (draw seeds, to replay or
-hunt; scripts/e2e/draws.py); SV2_E2E_SKIP (stages skipped by name, comma-separated: stacks,
+hunt; draws.py); SV2_E2E_SKIP (stages skipped by name, comma-separated: stacks,
 regressions, random, mutants, sv2-apps; printed in the summary).
 """
 
@@ -28,14 +28,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scripts.e2e.cluster_checks import ClusterChecks, Kube, start_cluster
-from scripts.e2e.draws import COMMITTED_STACKS, Draw, draw, draw_seeds, regressions, run_seed
-from scripts.e2e.mutants import MUTANTS
-from scripts.e2e.project import PROJECT, ROOT, Project, cache_dir, leftover_processes, operations, urn_name
+from tests.e2e.cluster.connect import Kube, start_cluster
+from tests.e2e.draws import Draw, draw, draw_seeds, regressions, run_seed
+from tests.e2e.mutants import MUTANTS
+from tests.e2e.project import Project, leftover_processes, operations, urn_name
+from tests.e2e.stack_assertions import StackAssertions
+from tests.e2e.toolchain import missing
+from tests.support.constants import MAINNET_TEST_ADDRESS, PROJECT, ROOT, STACKS
 
 ALL_SETTINGS = "all-settings"
-# BIP-173 test vector: valid on mainnet, nobody's wallet.
-MAINNET_TEST_ADDRESS = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
 # No kubelet runs here, so no image is ever pulled: a fixed reference stands in for the build.
 PRESET_NODE_IMAGE = "registry.example.com/sv2/bitcoin-node:30.2-sv2tp1.0.5"
 REGISTRY_PASSWORD = "e2e-registry-token"
@@ -65,7 +66,7 @@ def e2e_settings(stack: str) -> dict[str, Any]:
 class Runner:
     def __init__(self, project: Project, kube: Kube, report: Callable[[str], None] | None = None) -> None:
         self.project = project
-        self.checks = ClusterChecks(kube)
+        self.assertions = StackAssertions(kube)
         self.report = report or functools.partial(print, flush=True)
         self.passed = 0
         self.failed = 0
@@ -89,9 +90,7 @@ class Runner:
         project = self.project
         project.init_stack(stack, stack_file(stack), e2e_settings(stack))
         if stack == ALL_SETTINGS:
-            project.run(
-                "config", "set", "--secret", "sv2-k8s:registryPassword", "e2e-registry-token", stack=stack
-            )
+            project.set_config(stack, "registryPassword", REGISTRY_PASSWORD, secret=True)
         namespace = str(project.run("config", "get", "sv2-k8s:namespace", stack=stack).stdout.strip() or "")
         namespace = namespace or "sv2-mining"
 
@@ -110,10 +109,10 @@ class Runner:
             registered = project.up_registering(stack)
             state = project.state(stack)
             details.append(f"{len(state)} resources")
-            details += self.checks.as_rendered(state, registered)
-            details += self.checks.pods_admitted(namespace, self._pod_count(stack))
+            details += self.assertions.as_rendered(state, registered)
+            details += self.assertions.pods_admitted(namespace, self._pod_count(stack))
             extra = {REGISTRY_PASSWORD} if stack == ALL_SETTINGS else set()
-            details += self.checks.no_secret_outside_secrets(namespace, state, extra)
+            details += self.assertions.no_secret_outside_secrets(namespace, state, extra)
 
         with self.step(stack, "no-op up") as details:
             project.preview(stack, "--expect-no-changes")
@@ -137,25 +136,25 @@ class Runner:
             ("poolKeyRotation", {"Deployment::pool", "Deployment::translator"}, {"StatefulSet"}),
         ):
             with self.step(stack, f"rotate {rotation}") as details:
-                before_templates = self.checks.pod_templates(namespace)
+                before_templates = self.assertions.pod_templates(namespace)
                 before = project.state(stack)
                 project.set_config(stack, rotation, f"e2e-{time.time_ns()}")
                 details += self._in_place(stack, before, must_update=set(), rotating=True)
-                details += self.checks.rolled(namespace, before_templates, rolls=rolls, stays=stays)
+                details += self.assertions.rolled(namespace, before_templates, rolls=rolls, stays=stays)
 
         with self.step(stack, "destroy") as details:
             project.destroy(stack)
-            details += self.checks.after_destroy(namespace, retained=stack != ALL_SETTINGS)
+            details += self.assertions.after_destroy(namespace, retained=stack != ALL_SETTINGS)
 
         if stack != ALL_SETTINGS:
             with self.step(stack, "up after destroy") as details:
                 # The way back after a destroy: the kept Namespace is adopted, and the new
                 # StatefulSet re-attaches the kept chain-data claim (same uid: same data).
-                claims = self.checks.claim_uids(namespace)
+                claims = self.assertions.claim_uids(namespace)
                 project.up(stack)
-                if self.checks.claim_uids(namespace) != claims:
+                if self.assertions.claim_uids(namespace) != claims:
                     raise AssertionError(
-                        f"chain-data claims changed: {claims} → {self.checks.claim_uids(namespace)}"
+                        f"chain-data claims changed: {claims} → {self.assertions.claim_uids(namespace)}"
                     )
                 project.destroy(stack)
                 details.append(f"re-attached {', '.join(sorted(claims))}")
@@ -202,7 +201,7 @@ class Runner:
                     details += self._refused(case.name, case.refused_key)
                 else:
                     registered = self.project.up_registering(case.name)
-                    details += self.checks.as_rendered(self.project.state(case.name), registered)
+                    details += self.assertions.as_rendered(self.project.state(case.name), registered)
                     self.project.up(case.name, "--expect-no-changes")
                     self.project.preview(case.name, "--refresh", "--expect-no-changes")
                     details.append(f"{len(case.settings)} settings drawn")
@@ -254,9 +253,7 @@ class Runner:
         if missing:
             raise AssertionError(f"expected updates of {sorted(missing)}, planned {sorted(updated)}")
         if not rotating:
-            touched = [
-                u for u in updated if u.startswith(("RandomBytes::", "RandomString::", "RandomPassword::"))
-            ]
+            touched = [u for u in updated if u.startswith("RandomPassword::")]
             if touched:
                 raise AssertionError(f"random resources touched: {touched}")
         self.project.up(stack)
@@ -303,14 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     stacks = (
         []
         if "stacks" in skip
-        else (os.environ.get("SV2_E2E_STACKS") or " ".join([*COMMITTED_STACKS, ALL_SETTINGS])).split()
+        else (os.environ.get("SV2_E2E_STACKS") or " ".join([*STACKS, ALL_SETTINGS])).split()
     )
     cases = [] if "regressions" in skip else regressions()
     if "random" not in skip:
         drawn, origin = random_cases()
         print(f"e2e random settings: {origin}", flush=True)
         cases += drawn
-    from scripts.e2e.sv2_apps import check as check_apps
+    from tests.e2e.sv2_apps.check import check as check_apps
 
     mutants_ok = mutants_failed = 0
     with start_cluster() as kube:
@@ -343,17 +340,15 @@ def main(argv: list[str] | None = None) -> int:
                 mutants_ok, mutants_failed = mutants_ok + ok, mutants_failed + (not ok)
     apps_ok = apps_failed = 0
     if "sv2-apps" not in skip:
-        missing = [
-            b for b in ("pool_sv2", "translator_sv2", "fake-tp") if not (cache_dir() / "bin" / b).exists()
-        ]
-        if missing:
+        absent = missing("pool_sv2", "translator_sv2", "fake-tp")
+        if absent:
             apps_failed += 1
             print(
-                f"e2e sv2-apps: FAILED — {', '.join(missing)} not built: run make e2e-tools, "
+                f"e2e sv2-apps: FAILED — {', '.join(absent)} not built: run make e2e-tools, "
                 "or skip the stage by name (SV2_E2E_SKIP=sv2-apps)",
                 flush=True,
             )
-        for stack in [] if missing else [s for s in stacks if s in COMMITTED_STACKS]:
+        for stack in [] if absent else [s for s in stacks if s in STACKS]:
             try:
                 for line in check_apps(stack):
                     print(line, flush=True)
@@ -373,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_mutants(kube: Kube) -> Iterator[tuple[bool, str]]:
-    """Each mutant (scripts/e2e/mutants.py) in a fresh copy of the project: the step guarding the
+    """Each mutant (mutants.py) in a fresh copy of the project: the step guarding the
     fix it breaks must fail, for the reason it breaks, and no step before it."""
     for mutant in MUTANTS:
         project = Project(kube.env)

@@ -1,10 +1,10 @@
 """Run __main__.py under Pulumi's mock engine for a committed stack, and render what it registers.
 
 No cluster, no Pulumi CLI: the mocks play the engine and the providers, computing what the
-cluster would (Service clusterIPs, the LoadBalancer address, random bytes, the image digest).
+cluster would (Service clusterIPs, the LoadBalancer address, random passwords, the image digest).
 
-Offline render for reviewers:
-    .venv/bin/python -m tests.harness signet testnet4 mainnet --set mainnet:payoutAddress=bc1…
+Offline render for reviewers (`make render`):
+    .venv/bin/python -m tests.support.harness signet testnet4 mainnet --set mainnet:payoutAddress=bc1…
 writes build/manifests/<stack>.yaml.
 """
 
@@ -27,11 +27,8 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.sync_await import _ensure_event_loop
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "sv2-k8s"
-STACKS = ("signet", "testnet4", "mainnet")
-# BIP-173 test vector: a valid mainnet address for renders and tests, nobody's wallet.
-MAINNET_TEST_ADDRESS = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+from tests.support.constants import MAINNET_TEST_ADDRESS, PROJECT, ROOT, STACKS
+
 LOAD_BALANCER_IP = "203.0.113.10"
 
 
@@ -115,13 +112,7 @@ class StackMocks(pulumi.runtime.Mocks):
             state["spec"] = spec
             if spec.get("type") == "LoadBalancer":
                 state["status"] = {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP}]}}
-        elif args.typ == "random:index/randomBytes:RandomBytes":
-            raw = _random_bytes(args.name, args.inputs, int(args.inputs["length"]))
-            state.update(hex=raw.hex(), base64=__import__("base64").b64encode(raw).decode())
-        elif args.typ in (
-            "random:index/randomString:RandomString",
-            "random:index/randomPassword:RandomPassword",
-        ):
+        elif args.typ == "random:index/randomPassword:RandomPassword":
             alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
             raw = _random_bytes(args.name, args.inputs, int(args.inputs["length"]))
             state["result"] = "".join(alphabet[b % len(alphabet)] for b in raw)
@@ -145,8 +136,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.thread_loops: set[asyncio.AbstractEventLoop] = set()
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        self.thread_loops.add(_ensure_event_loop())
-        response = super().RegisterResource(request)
+        self.thread_loops.add(_ensure_event_loop())  # type: ignore[no-untyped-call]
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             registration = self.resources[response.urn]
             self.run.resources.append(
@@ -283,7 +274,8 @@ def _plain(value: Any) -> Any:
 def to_manifest(resource: Registered) -> dict[str, Any]:
     state = {k: v for k, v in resource.state.items() if k != "status" and not k.startswith("__")}
     head = {k: state.pop(k) for k in ("apiVersion", "kind", "metadata") if k in state}
-    return _plain({**head, **state})
+    manifest: dict[str, Any] = _plain({**head, **state})
+    return manifest
 
 
 def write_manifests(run: Run, directory: Path) -> Path:

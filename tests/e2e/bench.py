@@ -11,10 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from scripts.e2e.cluster_checks import start_cluster
-from scripts.e2e.draws import COMMITTED_STACKS
-from scripts.e2e.project import Project
-from scripts.e2e.run import e2e_settings, stack_file
+from tests.e2e.cluster.connect import start_cluster
+from tests.e2e.project import Project
+from tests.e2e.run import e2e_settings, stack_file
+from tests.support.constants import STACKS
 
 STEPS = ("preview", "up", "no-op up")
 
@@ -49,7 +49,7 @@ def timed_steps(project: Project, stack: str) -> dict[str, float]:
 
 def main() -> int:
     with start_cluster() as kube:
-        for stack in COMMITTED_STACKS:
+        for stack in STACKS:
             project = Project(kube.env)
             try:
                 project.init_stack(stack, stack_file(stack), e2e_settings(stack))

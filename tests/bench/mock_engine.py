@@ -1,6 +1,6 @@
 """Evaluation time of the program under the mock engine, next to Pulumi's own floor.
 
-    .venv/bin/python -m scripts.benchmark [--rounds N]
+    .venv/bin/python -m tests.bench.mock_engine [--rounds N]      (make bench)
 
 For each stack: the median time to run __main__.py and its resource count, the median time of
 a minimal program registering as many empty ConfigMaps in the same engine (Pulumi's floor), and
@@ -9,6 +9,7 @@ objects: what any program creating them pays, whatever its structure).
 """
 
 import argparse
+import functools
 import importlib
 import statistics
 import time
@@ -18,7 +19,8 @@ from typing import Any
 import pulumi_kubernetes as k8s
 from pydantic.alias_generators import to_snake
 
-from tests.harness import STACKS, run_stack
+from tests.support.constants import STACKS
+from tests.support.harness import run_stack
 
 
 def _empty_config_maps(count: int) -> Callable[[], None]:
@@ -73,9 +75,9 @@ def main() -> None:
         run = run_stack(stack)
         count = len(run.resources)
         objects = [(r.type, r.plain_inputs) for r in run.resources if r.type.startswith("kubernetes:")]
-        program = _median_ms(lambda stack=stack: run_stack(stack), rounds)
+        program = _median_ms(functools.partial(run_stack, stack), rounds)
         floors = [
-            _median_ms(lambda stack=stack, floor=floor: run_stack(stack, program=floor), rounds)
+            _median_ms(functools.partial(run_stack, stack, program=floor), rounds)
             for floor in (_empty_config_maps(count), _same_objects(objects, count))
         ]
         print(
