@@ -17,7 +17,9 @@ class NetworkFacts:
     p2pkh_version: int  # base58check version byte of 1… / m…, n… addresses
     p2sh_version: int  # base58check version byte of 3… / 2… addresses
     default_storage: str  # node volume for an unpruned node, with room to grow
-    # The node container's default requests and limits (nodeResources).
+    # The node container's default requests and limits (nodeResources). The CPU includes a
+    # core for sv2-tp, which keeps one busy while the pool is connected:
+    # docs/upstream-behaviour.md#sv2-tp-keeps-a-core-busy-while-a-client-is-connected
     node_resources: Mapping[str, Mapping[str, str]]
     min_full_storage: str  # the least an unpruned node can live with today (the policy pack's floor)
     is_mainnet: bool
@@ -73,7 +75,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         p2sh_version=0xC4,
         default_storage="10Gi",
         min_full_storage="10Gi",
-        node_resources=_resources("500m", "2Gi", "2", "4Gi"),
+        node_resources=_resources("1500m", "2Gi", "3", "4Gi"),
         is_mainnet=False,
         templates_during_ibd=True,
     ),
@@ -87,7 +89,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         p2sh_version=0xC4,
         default_storage="50Gi",
         min_full_storage="50Gi",
-        node_resources=_resources("1", "3Gi", "2", "6Gi"),
+        node_resources=_resources("2", "3Gi", "3", "6Gi"),
         is_mainnet=False,
     ),
     "mainnet": NetworkFacts(
@@ -101,7 +103,7 @@ NETWORKS: Final[dict[str, NetworkFacts]] = {
         # A full chain with room to grow through 2027 (about 700 GB at the end of 2025).
         default_storage="1Ti",
         min_full_storage="750Gi",
-        node_resources=_resources("2", "8Gi", "4", "16Gi"),
+        node_resources=_resources("3", "8Gi", "5", "16Gi"),
         is_mainnet=True,
     ),
 }

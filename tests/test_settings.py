@@ -264,7 +264,7 @@ def test_a_partial_resources_object_overrides_only_what_it_names() -> None:
     assert run.error is None, run.error
     node = next(r for r in run.resources if r.type == "kubernetes:apps/v1:StatefulSet")
     resources = node.plain_inputs["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert resources == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+    assert resources == {"requests": {"cpu": "3", "memory": "8Gi"}, "limits": {"cpu": "5", "memory": "8Gi"}}
 
 
 def test_structured_settings_accept_native_objects_and_json_text() -> None:
