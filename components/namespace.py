@@ -49,7 +49,8 @@ def mining_namespace(settings: Settings, connection: ClusterConnection) -> k8s.c
     Since 4.29 pulumi-kubernetes creates objects client-side and fails on one that exists
     (upsert became the opt-in `upsertExistingObjects`), so the Namespace, and only it, goes
     through a provider that adopts what exists. The rest keeps failing on a name clash, which
-    guards against a rename silently taking over another object."""
+    guards against a rename silently taking over another object.
+    docs/upstream-behaviour.md#pulumi-kubernetes-creates-objects-client-side-and-fails-on-one-that-exists"""
     provider = k8s.Provider(
         "kubernetes-namespace",
         kubeconfig=connection.kubeconfig,

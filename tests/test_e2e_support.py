@@ -1,17 +1,19 @@
 """The e2e's own helpers, checked without a cluster: each mutant still matches the code it breaks,
 and the program's registrations are read from the engine's gRPC log."""
 
+import base64
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from pulumi.runtime import rpc
 
 from components.stack_config import SettingsError
 from tests.e2e.draws import draw, draw_seeds, regressions
 from tests.e2e.mutants import MUTANTS
 from tests.e2e.project import PulumiError, registered_inputs
-from tests.e2e.stack_assertions import _quantities
+from tests.e2e.stack_assertions import _as_stored, _differences, _plain, _quantities
 from tests.support.constants import PROJECT, ROOT
 from tests.support.harness import run_stack
 
@@ -112,3 +114,27 @@ def test_draws_are_fixed_by_their_seeds() -> None:
     first, again = draw(seeds[0]), draw(seeds[0])
     assert first == again and first.settings, "a seed must draw the same, non-empty settings"
     assert f"SV2_E2E_RANDOM_SEEDS={seeds[0]} " in first.replay
+
+
+def test_live_objects_are_compared_with_every_registered_field() -> None:
+    secret_sig = {rpc._special_sig_key: rpc._special_secret_sig, "value": "s3cret"}
+    registered = {
+        "metadata": {"name": "pool", "labels": {"a": "1"}, "annotations": {}},
+        "stringData": {"pool.toml": secret_sig},
+        "spec": {"ports": [{"port": 34254, "targetPort": "sv2"}]},
+    }
+    live = {
+        "metadata": {"name": "pool", "labels": {"a": "1", "added": "x"}, "uid": "u"},
+        "data": {"pool.toml": base64.b64encode(b"s3cret").decode()},
+        "spec": {"ports": [{"port": 34254.0, "targetPort": "sv2", "protocol": "TCP"}]},
+    }
+    wanted = _as_stored("Secret", _plain(registered))
+    assert _differences(wanted, live) == []
+    live["spec"]["ports"][0]["targetPort"] = "other"
+    live["data"]["pool.toml"] = "b3RoZXI="
+    assert sorted(_differences(wanted, live)) == [
+        ".data.pool.toml: registered 'czNjcmV0', live 'b3RoZXI='",
+        ".spec.ports[0].targetPort: registered 'sv2', live 'other'",
+    ]
+    del live["metadata"]["labels"]["a"]
+    assert ".metadata.labels.a is missing" in _differences(wanted, live)

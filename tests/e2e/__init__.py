@@ -10,6 +10,6 @@ sv2 apps on loopback. Run by make (`make e2e-tools`, `make e2e`, `make bench-e2e
     draws.py, mutants.py, stacks/   random settings and their regressions; mutants the e2e must catch
     cluster/            the loopback control plane (control_plane.py), its self-test, or SV2_E2E_KUBECONFIG
     sv2_apps/           pool_sv2 and translator_sv2 on the rendered configs, with fake-tp
-    standins/           the language host and random provider no registry serves, and their check
-    build/              the real chain and plugins built from upstream sources
+    build/              what no registry serves, built from upstream sources: the language host,
+                        the random and kubernetes providers (plugins.sh), Bitcoin Core and sv2-tp (chain.sh)
 """

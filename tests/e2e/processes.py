@@ -53,6 +53,24 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def output_of(argv: Sequence[str | Path], timeout: float = 120) -> str:
+    """A short command run to its end, dying with the harness: its output (stdout and stderr), or
+    E2EError naming the command and its exit code."""
+    done = subprocess.run(
+        [str(arg) for arg in argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=_die_with_parent,
+    )
+    if done.returncode != 0:
+        raise E2EError(
+            f"{' '.join(map(str, argv))} exited {done.returncode}: {(done.stdout + done.stderr)[-800:]}"
+        )
+    return done.stdout + done.stderr
+
+
 @dataclass
 class Process:
     name: str

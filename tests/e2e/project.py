@@ -17,6 +17,7 @@ from typing import Any, Final
 import yaml
 from pulumi.runtime import rpc
 
+from tests.e2e.processes import output_of
 from tests.e2e.toolchain import cache_dir, tool
 from tests.support.constants import PROJECT, ROOT
 
@@ -43,19 +44,25 @@ class Outcome:
 class Project:
     """The program in a temporary folder, with its own state backend and stack files."""
 
-    def __init__(self, kube_env: dict[str, str], cli: Path | None = None) -> None:
+    def __init__(self, kube_env: dict[str, str], cli: Path | None = None, *, fresh: bool = False) -> None:
+        """`fresh`: every file git tracks and no virtualenv, as a new clone (the language host then
+        creates .venv from requirements.txt, as Pulumi.yaml says); else the program's files with
+        the checkout's .venv."""
         self.kube_env = kube_env
         self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-project-"))
         # The cached build here; elsewhere (GitHub) the CLI the workflow installed.
         self.cli = cli or tool("pulumi")
-        for name in PROGRAM_FILES:
-            source = ROOT / name
+        tracked = output_of(["git", "-C", ROOT, "ls-files", "-z"]).split("\0") if fresh else PROGRAM_FILES
+        for name in filter(None, tracked):
+            source, target = ROOT / name, self.dir / name
+            target.parent.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
-                shutil.copytree(source, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(source, self.dir / name)
-        # Pulumi.yaml names the virtualenv .venv: the checkout's, with everything pinned.
-        (self.dir / ".venv").symlink_to(ROOT / ".venv")
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            elif source.exists():
+                shutil.copy2(source, target)
+        if not fresh:
+            # Pulumi.yaml names the virtualenv .venv: the checkout's, with everything pinned.
+            (self.dir / ".venv").symlink_to(ROOT / ".venv")
         (self.dir / "state").mkdir()
         on_path = [str(self.cli.parent)] if self.cli.parent != Path() else []
         self.env = {

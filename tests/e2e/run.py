@@ -31,9 +31,10 @@ from typing import Any
 from tests.e2e.cluster.connect import Kube, start_cluster
 from tests.e2e.draws import Draw, draw, draw_seeds, regressions, run_seed
 from tests.e2e.mutants import MUTANTS
+from tests.e2e.processes import output_of
 from tests.e2e.project import Project, leftover_processes, operations, urn_name
 from tests.e2e.stack_assertions import StackAssertions
-from tests.e2e.toolchain import missing
+from tests.e2e.toolchain import PLUGIN_PINS, missing, pinned, required_version
 from tests.support.constants import MAINNET_TEST_ADDRESS, PROJECT, ROOT, STACKS
 
 ALL_SETTINGS = "all-settings"
@@ -131,15 +132,25 @@ class Runner:
                 stack, before, must_update={"Deployment::translator", "Secret::pool-config"}
             )
 
-        for rotation, rolls, stays in (
-            ("tpKeyRotation", {"StatefulSet", "Deployment::pool"}, {"Deployment::translator"}),
-            ("poolKeyRotation", {"Deployment::pool", "Deployment::translator"}, {"StatefulSet"}),
+        for rotation, seed, rolls, stays in (
+            (
+                "tpKeyRotation",
+                "RandomPassword::credentials-tp-authority",
+                {"StatefulSet", "Deployment::pool"},
+                {"Deployment::translator"},
+            ),
+            (
+                "poolKeyRotation",
+                "RandomPassword::credentials-pool-authority",
+                {"Deployment::pool", "Deployment::translator"},
+                {"StatefulSet"},
+            ),
         ):
             with self.step(stack, f"rotate {rotation}") as details:
                 before_templates = self.assertions.pod_templates(namespace)
                 before = project.state(stack)
                 project.set_config(stack, rotation, f"e2e-{time.time_ns()}")
-                details += self._in_place(stack, before, must_update=set(), rotating=True)
+                details += self._in_place(stack, before, must_update=set(), replaces={seed})
                 details += self.assertions.rolled(namespace, before_templates, rolls=rolls, stays=stays)
 
         with self.step(stack, "destroy") as details:
@@ -158,6 +169,61 @@ class Runner:
                     )
                 project.destroy(stack)
                 details.append(f"re-attached {', '.join(sorted(claims))}")
+
+    def plugins(self) -> None:
+        """The plugins the engine runs are exactly what users install: `pulumi about` names the
+        versions requirements.txt pins, the only installed versions are those, and each binary
+        reports its own version (GetPluginInfo / -version, by build/plugins.sh --check)."""
+        with self.step("toolchain", "plugins") as details:
+            stack = "plugins"
+            self.project.init_stack(stack, stack_file("signet"), e2e_settings("signet"))
+            about = self.project.run("about", "--json", stack=stack).json()
+            installed = self.project.run("plugin", "ls", "--json").json()
+            self.project.remove_stack(stack)
+            named = {(p["kind"], p["name"]): p["version"] for p in about["plugins"]}
+            expected = {
+                ("language", "python"): pinned("PLUGIN_PYTHON_VERSION", PLUGIN_PINS).lstrip("v"),
+                ("resource", "kubernetes"): required_version("pulumi-kubernetes"),
+                ("resource", "random"): required_version("pulumi-random"),
+            }
+            wrong = {key: named.get(key) for key, version in expected.items() if named.get(key) != version}
+            if wrong:
+                raise AssertionError(
+                    f"pulumi about names {wrong}, requirements.txt and plugins.env pin {expected}"
+                )
+            versions = sorted(
+                (p["name"], p["version"]) for p in installed if p["name"] in ("kubernetes", "random")
+            )
+            pins = sorted((name, version) for (_, name), version in expected.items() if name != "python")
+            if versions != pins:
+                raise AssertionError(f"installed plugins {versions}, pinned {pins}")
+            reports = output_of(["bash", PLUGIN_PINS.with_name("plugins.sh"), "--check"])
+            if reports.count("reports") != 3:
+                raise AssertionError(f"build/plugins.sh --check: {reports}")
+            details.append(", ".join(f"{name} {version}" for (_, name), version in expected.items()))
+            details.append("as pulumi about names them, requirements.txt pins them and the binaries report")
+
+    def fresh_clone(self) -> None:
+        """What a new user does: a clone, the Pulumi CLI, `pulumi up`. No `make setup`: the
+        language host creates .venv from requirements.txt, as Pulumi.yaml says."""
+        stack = "signet"
+        with self.step(stack, "fresh clone up") as details:
+            clone = Project(self.project.kube_env, self.project.cli, fresh=True)
+            try:
+                clone.init_stack(stack, stack_file(stack), e2e_settings(stack))
+                clone.up(stack)
+                created = len(clone.state(stack))
+                installed = output_of([clone.dir / ".venv" / "bin" / "pip", "freeze"]).splitlines()
+                pins = {
+                    f"pulumi-kubernetes=={required_version('pulumi-kubernetes')}",
+                    f"pulumi-random=={required_version('pulumi-random')}",
+                }
+                if not pins <= {line.lower().replace("_", "-") for line in installed}:
+                    raise AssertionError(f"the host's .venv holds {installed}, not {sorted(pins)}")
+                clone.destroy(stack)
+            finally:
+                clone.close()
+            details.append(f"{created} resources; the host created .venv with {', '.join(sorted(pins))}")
 
     def image_inputs(self) -> None:
         """The node image's build inputs do not depend on where the checkout lives (a laptop and
@@ -227,19 +293,24 @@ class Runner:
         return 1 + 1 + replicas  # node, pool, translators
 
     def _in_place(
-        self, stack: str, before: list[dict[str, Any]], *, must_update: set[str], rotating: bool = False
+        self,
+        stack: str,
+        before: list[dict[str, Any]],
+        *,
+        must_update: set[str],
+        replaces: frozenset[str] | set[str] = frozenset(),
     ) -> list[str]:
-        """Preview then up: nothing replaced but the rotated random seeds; random resources and
-        everything else untouched unless it has to change."""
+        """Preview then up: nothing replaced but the named random seeds (a rotation's), whose
+        values then differ; every other random value and everything else untouched unless it has
+        to change."""
         planned = operations(self.project.preview(stack).json())
-        replaced = [
+        replaced = {
             urn_name(u)
             for op in ("replace", "create-replacement", "delete-replaced")
             for u in planned.get(op, [])
-        ]
-        allowed = [r for r in replaced if rotating and r.startswith("RandomPassword::")]
-        if set(replaced) - set(allowed):
-            raise AssertionError(f"would replace {sorted(set(replaced) - set(allowed))}")
+        }
+        if replaced != set(replaces):
+            raise AssertionError(f"would replace {sorted(replaced)}, expected {sorted(replaces)}")
         if planned.get("create") or planned.get("delete"):
             raise AssertionError(f"would create {planned.get('create')} / delete {planned.get('delete')}")
         updated = {urn_name(u) for u in planned.get("update", [])}
@@ -252,27 +323,35 @@ class Runner:
         }
         if missing:
             raise AssertionError(f"expected updates of {sorted(missing)}, planned {sorted(updated)}")
-        if not rotating:
-            touched = [u for u in updated if u.startswith("RandomPassword::")]
-            if touched:
-                raise AssertionError(f"random resources touched: {touched}")
+        touched = sorted(u for u in updated if u.startswith("RandomPassword::"))
+        if touched:
+            raise AssertionError(f"random resources updated in place: {touched}")
         self.project.up(stack)
-        after = self.project.state(stack)
-        _same_random_ids(before, after, rotating)
-        return [f"{len(updated)} updated in place", f"{len(allowed)} seeds replaced"]
+        changed = _changed_random_values(before, self.project.state(stack))
+        if changed != sorted(replaces):
+            raise AssertionError(f"random values changed: {changed}, expected {sorted(replaces)}")
+        return [f"{len(updated)} updated in place", f"replaced {', '.join(changed) or 'no random value'}"]
 
 
-def _same_random_ids(before: list[dict[str, Any]], after: list[dict[str, Any]], rotating: bool) -> None:
-    def ids(state: list[dict[str, Any]]) -> dict[str, str]:
-        return {r["urn"]: str(r.get("id")) for r in state if str(r.get("type", "")).startswith("random:")}
+def _changed_random_values(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
+    """The random resources whose value (`result`, from the decrypted state) differs. Their ids
+    cannot tell: a RandomPassword's id is always "none"."""
 
-    old, new = ids(before), ids(after)
-    changed = sorted(urn_name(u) for u in old if new.get(u) != old[u])
-    if not rotating and changed:
-        raise AssertionError(f"random resources changed: {changed}")
+    def results(state: list[dict[str, Any]]) -> dict[str, Any]:
+        found = {
+            r["urn"]: (r.get("outputs") or {}).get("result")
+            for r in state
+            if str(r.get("type", "")).startswith("random:")
+        }
+        if not found or None in found.values():
+            raise AssertionError(f"no random values in the state: {found}")
+        return found
+
+    old, new = results(before), results(after)
+    return sorted(urn_name(u) for u in old if new.get(u) != old[u])
 
 
-STAGES = ("stacks", "regressions", "random", "mutants", "sv2-apps")
+STAGES = ("stacks", "regressions", "random", "mutants", "sv2-apps", "chain")
 
 
 def skipped_stages() -> list[str]:
@@ -315,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         project = Project(kube.env)
         runner = Runner(project, kube)
         try:
+            with contextlib.suppress(StepFailedError):
+                runner.plugins()
+            if stacks:
+                with contextlib.suppress(StepFailedError):
+                    runner.fresh_clone()
             if stacks:
                 with contextlib.suppress(StepFailedError):
                     runner.image_inputs()
@@ -332,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 finally:
                     _quiet(functools.partial(project.destroy, case.name))
+            if "chain" not in skip:
+                from tests.e2e.chain.check import check as check_chain
+
+                with contextlib.suppress(StepFailedError):
+                    check_chain(runner, e2e_settings("signet"))
         finally:
             project.close()
         if "mutants" not in skip:

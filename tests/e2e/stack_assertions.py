@@ -11,6 +11,8 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from pulumi.runtime import rpc
+
 from tests.e2e.cluster.connect import Kube
 from tests.e2e.processes import wait
 
@@ -76,11 +78,23 @@ class StackAssertions:
                 if got != wanted:
                     differ = sorted(k for k in set(got) | set(wanted) if got.get(k) != wanted.get(k))
                     raise AssertionError(f"Secret {meta['name']}: {differ} differ from the rendered data")
+            name = str(resource["urn"]).rsplit("::", 1)[-1]
+            differences = _differences(_as_stored(kind, _plain(registered[(kind_type, name)])), live)
+            if differences:
+                shown = "; ".join(differences[:4])
+                raise AssertionError(f"{kind} {meta['name']} is not what the program registered: {shown}")
             checked += 1
-        return [f"{checked} objects as rendered"]
+        return [f"{checked} objects as the program registered them, field by field"]
 
     def pods_admitted(self, namespace: str, count: int, timeout: float = 120.0) -> list[str]:
-        """The controllers created every Pod, and Pod Security `restricted` let them in."""
+        """The controllers created every Pod, and Pod Security let them in at the level the
+        namespace enforces, which must be `restricted` (read from its label, not assumed)."""
+        labels = self.get("namespace", namespace)["metadata"].get("labels") or {}
+        level = labels.get("pod-security.kubernetes.io/enforce")
+        if level != "restricted":
+            raise AssertionError(
+                f"namespace {namespace} enforces Pod Security level {level!r}, not restricted"
+            )
 
         def admitted() -> list[str] | None:
             pods = self.items("pods", namespace)
@@ -88,7 +102,11 @@ class StackAssertions:
             denied = [e["message"] for e in events if "violates PodSecurity" in e.get("message", "")]
             if denied:
                 raise AssertionError("Pod Security refused pods: " + "; ".join(sorted(set(denied))[:3]))
-            return [f"{len(pods)} pods admitted (restricted)"] if len(pods) >= count else None
+            return (
+                [f"{len(pods)} pods admitted ({level}, the namespace's enforce label)"]
+                if len(pods) >= count
+                else None
+            )
 
         found: list[str] = wait(
             admitted,
@@ -187,6 +205,58 @@ class StackAssertions:
                 f"left behind: {[o['kind'] + ' ' + o['metadata']['name'] for o in left['items']]}"
             )
         return [f"kept namespace and {', '.join(claims)}"]
+
+
+def _plain(value: Any) -> Any:
+    """Registered inputs with the SDK's secret wrappers ({<sig key>: <secret sig>, value: …})
+    replaced by their values."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return _plain(value.get("value"))
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _as_stored(kind: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Registered inputs as the API server stores them: a Secret's stringData lands in data,
+    base64-encoded."""
+    stored = dict(inputs)
+    if kind == "Secret" and "stringData" in stored:
+        texts = stored.pop("stringData") or {}
+        encoded = {k: base64.b64encode(str(v).encode()).decode() for k, v in texts.items()}
+        stored["data"] = {**(stored.get("data") or {}), **encoded}
+    return stored
+
+
+def _differences(wanted: Any, live: Any, path: str = "") -> list[str]:
+    """Where the live object differs from every field the program set (fields the API server
+    adds are not differences; an empty map or list it drops is none either)."""
+    if isinstance(wanted, dict):
+        if not isinstance(live, dict):
+            return [f"{path or '.'}: {live!r}, not a map"] if wanted else []
+        found: list[str] = []
+        for key, value in wanted.items():
+            if key not in live:
+                if value not in ({}, [], None):
+                    found.append(f"{path}.{key} is missing")
+                continue
+            found += _differences(value, live[key], f"{path}.{key}")
+        return found
+    if isinstance(wanted, list):
+        if not isinstance(live, list) or len(live) != len(wanted):
+            return [f"{path}: {len(wanted)} items registered, live {live!r}"[:200]]
+        return [
+            d
+            for i, (w, v) in enumerate(zip(wanted, live, strict=True))
+            for d in _differences(w, v, f"{path}[{i}]")
+        ]
+    numbers = (int, float)
+    same_number = isinstance(wanted, numbers) and isinstance(live, numbers) and float(wanted) == float(live)
+    if wanted != live and not same_number:
+        return [f"{path}: registered {wanted!r}, live {live!r}"[:200]]
+    return []
 
 
 def _quantities(workload: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,12 +41,24 @@ def tool(name: str) -> Path:
     return cached if cached.exists() else Path(shutil.which(name) or name)
 
 
-def pinned(key: str) -> str:
-    """A version pinned in versions.env."""
-    for line in VERSIONS.read_text().splitlines():
+def pinned(key: str, pins: Path = VERSIONS) -> str:
+    """A version pinned in versions.env (or another env file of the toolchain: build/plugins.env)."""
+    for line in pins.read_text().splitlines():
         if line.startswith(f"{key}="):
-            return line.split("=", 1)[1].strip()
-    raise E2EError(f"{key} is not in {VERSIONS.relative_to(ROOT)}")
+            return line.split("=", 1)[1].strip().strip('"')
+    raise E2EError(f"{key} is not in {pins.relative_to(ROOT)}")
+
+
+PLUGIN_PINS = HERE / "build" / "plugins.env"
+
+
+def required_version(package: str) -> str:
+    """The exact version requirements.txt pins for a Python package (what users install)."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == package:
+            return version.strip()
+    raise E2EError(f"requirements.txt pins no {package}")
 
 
 def default_crd_dir() -> Path | None:

