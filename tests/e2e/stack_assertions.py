@@ -231,15 +231,16 @@ def _as_stored(kind: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _differences(wanted: Any, live: Any, path: str = "") -> list[str]:
-    """Where the live object differs from every field the program set (fields the API server
-    adds are not differences; an empty map or list it drops is none either)."""
+    """Where the live object differs from every field the program set. Fields the API server
+    adds are no difference, nor a zero value it leaves out (0, false, "", an empty map or list:
+    Kubernetes' JSON omits empty optional fields)."""
     if isinstance(wanted, dict):
         if not isinstance(live, dict):
             return [f"{path or '.'}: {live!r}, not a map"] if wanted else []
         found: list[str] = []
         for key, value in wanted.items():
             if key not in live:
-                if value not in ({}, [], None):
+                if value not in ({}, [], None, 0, False, ""):
                     found.append(f"{path}.{key} is missing")
                 continue
             found += _differences(value, live[key], f"{path}.{key}")
