@@ -45,17 +45,17 @@ def kubernetes_provider(connection: ClusterConnection) -> k8s.Provider:
 def mining_namespace(settings: Settings, connection: ClusterConnection) -> k8s.core.v1.Namespace:
     """Deleting a Namespace deletes the chain volume in it: keep it on destroy by default.
 
-    A kept Namespace is still there at the next `pulumi up`, but no longer in the stack's state.
-    Since 4.29 pulumi-kubernetes creates objects client-side and fails on one that exists
-    (upsert became the opt-in `upsertExistingObjects`), so the Namespace, and only it, goes
-    through a provider that adopts what exists. The rest keeps failing on a name clash, which
-    guards against a rename silently taking over another object.
+    The Namespace may exist before `up`: kept by an earlier `destroy` (retainChainData), or made
+    by the cluster's operators. Since 4.29 pulumi-kubernetes creates objects client-side and fails
+    on one that exists (upsert became the opt-in `upsertExistingObjects`), so the Namespace, and
+    only it, goes through a provider that adopts what exists. The rest keeps failing on a name
+    clash, which guards against a rename silently taking over another object.
     docs/upstream-behaviour.md#pulumi-kubernetes-creates-objects-client-side-and-fails-on-one-that-exists"""
     provider = k8s.Provider(
         "kubernetes-namespace",
         kubeconfig=connection.kubeconfig,
         context=connection.context,
-        upsert_existing_objects=settings.retain_chain_data,
+        upsert_existing_objects=True,
     )
     return k8s.core.v1.Namespace(
         "namespace",

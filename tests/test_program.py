@@ -478,16 +478,15 @@ def test_secrets_and_config_maps_change_in_place(runs: dict[str, Run]) -> None:
         assert resource.provider.startswith(provider.urn + "::"), f"{resource.name} uses {resource.provider}"
 
 
-@pytest.mark.parametrize(("retain", "adopts"), [("true", True), ("false", False)])
-def test_only_a_kept_namespace_is_adopted_by_the_next_up(retain: str, adopts: bool) -> None:
+@pytest.mark.parametrize("retain", ["true", "false"])
+def test_only_the_namespace_is_adopted_when_it_exists(retain: str) -> None:
     # Issue 15: pulumi-kubernetes >= 4.29 creates client-side, so `up` after `destroy` failed with
-    # AlreadyExists on the Namespace that destroy kept. Only that object may be adopted.
+    # AlreadyExists on the Namespace that destroy kept; the random draws found the same after a
+    # stack that kept it switched retainChainData off. Only that object may be adopted.
     run = run_stack("signet", {"retainChainData": retain})
     assert run.error is None, run.error
     namespace_provider = run.one("pulumi:providers:kubernetes", "kubernetes-namespace")
-    assert namespace_provider.plain_inputs.get("upsertExistingObjects") in (
-        (True, "true") if adopts else (False, "false", None)
-    )
+    assert namespace_provider.plain_inputs.get("upsertExistingObjects") in (True, "true")
     assert run.one("kubernetes:core/v1:Namespace", "namespace").provider.startswith(
         namespace_provider.urn + "::"
     )

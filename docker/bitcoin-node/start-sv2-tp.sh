@@ -54,9 +54,9 @@ chmod 0600 "$key.new"
 mv -f "$key.new" "$key"
 log "installed the authority key as $key; starting sv2-tp"
 
-# Its log goes to the container's output only: without -nodebuglogfile sv2-tp also writes
+# Its log goes to the container's output only: without -debuglogfile=0 sv2-tp also writes
 # sv2-debug.log into the net datadir, on the chain volume (seen with the real binary).
 # Below the node's priority: with a pool connected sv2-tp keeps a core busy, and must not
 # take the node's CPU time in the container they share.
 # docs/upstream-behaviour.md#sv2-tp-keeps-a-core-busy-while-a-client-is-connected
-exec nice -n 10 sv2-tp -datadir="$NODE_DATA_DIR" -conf="$SV2_TP_CONF" -printtoconsole -nodebuglogfile
+exec nice -n 10 sv2-tp -datadir="$NODE_DATA_DIR" -conf="$SV2_TP_CONF" -printtoconsole -debuglogfile=0

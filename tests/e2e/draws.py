@@ -60,7 +60,7 @@ def draw(seed: int) -> Draw:
 
 
 def replay_command(seed: int) -> str:
-    return f"SV2_E2E_RANDOM_SEEDS={seed} SV2_E2E_SKIP=stacks,regressions,mutants,sv2-apps make e2e"
+    return f"SV2_E2E_RANDOM_SEEDS={seed} SV2_E2E_SKIP=stacks,regressions,mutants,sv2-apps,chain make e2e"
 
 
 def regressions() -> list[Draw]:
@@ -71,7 +71,7 @@ def regressions() -> list[Draw]:
             case["name"],
             case["stack"],
             case["settings"],
-            f"SV2_E2E_SKIP=stacks,random,mutants,sv2-apps make e2e  # {case['name']}",
+            f"SV2_E2E_SKIP=stacks,random,mutants,sv2-apps,chain make e2e  # {case['name']}",
             case.get("refusedKey"),
         )
         for case in cases

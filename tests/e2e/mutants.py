@@ -66,7 +66,7 @@ MUTANTS = (
     Mutant(
         "the kept Namespace not adopted (pulumi-kubernetes >= 4.29 creates client-side)",
         "components/namespace.py",
-        "upsert_existing_objects=settings.retain_chain_data,",
+        "upsert_existing_objects=True,",
         "upsert_existing_objects=False,",
         "signet",
         "up after destroy",

@@ -98,9 +98,16 @@ class Project:
         outcome = Outcome(time.monotonic() - started, result.stdout, result.stderr)
         if check and result.returncode != 0:
             lines = (result.stdout + result.stderr).strip().splitlines()
-            # Policy violations come before the outputs: show them rather than the end.
-            start = next((i for i, line in enumerate(lines) if line == "Policies:"), max(len(lines) - 40, 0))
-            excerpt = "\n".join(lines[start : start + 40])
+            # What failed: mandatory policy violations (each with its two lines of detail) and
+            # error lines; advisory notes (values not known during a preview) would hide them.
+            flagged = [
+                i + offset
+                for i, line in enumerate(lines)
+                if "[mandatory]" in line or "error" in line.lower()
+                for offset in (range(3) if "[mandatory]" in line else range(1))
+            ]
+            shown = [lines[i] for i in sorted(set(flagged)) if i < len(lines)] or lines[-40:]
+            excerpt = "\n".join(shown[:40])
             command_line = f"pulumi {' '.join(args)} (stack {stack})"
             raise PulumiError(f"{command_line} exited {result.returncode}:\n{excerpt}")
         return outcome

@@ -3,8 +3,10 @@
 For each committed stack, and one with every setting changed (stacks/Pulumi.all-settings.yaml):
 preview, up, the objects as rendered, pods admitted by Pod Security, no secret outside Secrets,
 a second up that changes nothing, an unrelated update in place, key rotations in place, destroy.
-Then each mutant (a first-contact fix broken on purpose) must fail its step, and the real pool
-and translator run the rendered configs (sv2_apps/check.py).
+Before them: the plugins are the pinned ones, and a fresh clone comes up with `pulumi up` alone.
+Then each mutant (a first-contact fix broken on purpose) must fail its step, the real pool and
+translator run the rendered configs against fake-tp (sv2_apps/check.py), and a private-signet
+stack's stored configs run the real chain and mine a block through the SV1 probe (chain/check.py).
 
 Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECONFIG (use this
 cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
@@ -13,7 +15,7 @@ SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image);
 SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4), drawn from
 SV2_E2E_SEED (any text; CI passes the commit) or SV2_E2E_RANDOM_SEEDS (draw seeds, to replay or
 hunt; draws.py); SV2_E2E_SKIP (stages skipped by name, comma-separated: stacks,
-regressions, random, mutants, sv2-apps; printed in the summary).
+regressions, random, mutants, sv2-apps, chain; printed in the summary).
 """
 
 from __future__ import annotations
