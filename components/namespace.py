@@ -48,8 +48,10 @@ def mining_namespace(settings: Settings, connection: ClusterConnection) -> k8s.c
     The Namespace may exist before `up`: kept by an earlier `destroy` (retainChainData), or made
     by the cluster's operators. Since 4.29 pulumi-kubernetes creates objects client-side and fails
     on one that exists (upsert became the opt-in `upsertExistingObjects`), so the Namespace, and
-    only it, goes through a provider that adopts what exists. The rest keeps failing on a name
-    clash, which guards against a rename silently taking over another object.
+    only it, goes through a provider that adopts what exists, and takes over the labels that
+    another stack's provider set (a server-side apply conflict otherwise: patchForce). The rest
+    keeps failing on a name clash, which guards against a rename silently taking over another
+    object.
     docs/upstream-behaviour.md#pulumi-kubernetes-creates-objects-client-side-and-fails-on-one-that-exists"""
     provider = k8s.Provider(
         "kubernetes-namespace",
@@ -61,6 +63,7 @@ def mining_namespace(settings: Settings, connection: ClusterConnection) -> k8s.c
         "namespace",
         metadata={
             "name": settings.namespace,
+            "annotations": {"pulumi.com/patchForce": "true"},
             "labels": {
                 "app.kubernetes.io/part-of": PART_OF,
                 NETWORK_LABEL: settings.network,
