@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint typecheck render reference bench e2e-tools e2e bench-e2e
+.PHONY: setup test lint typecheck render reference bench e2e-tools e2e bench-e2e bench-chain
 
 setup:
 	bash scripts/setup.sh
@@ -37,3 +37,7 @@ e2e:
 
 bench-e2e:
 	$(PY) -m tests.e2e.bench
+
+# The data plane on loopback (real node, sv2-tp, pool, translators) against an SV1 floor: ~15 min.
+bench-chain:
+	$(PY) -m tests.e2e.chain_bench.run

@@ -15,14 +15,17 @@ from components.keys import AuthorityKeyPair
 from components.networks import TEMPLATE_PROVIDER_PORT
 from components.node_exporter import EXPORTER_PORT, RPC_PASSWORD_KEY, RPC_USER_KEY, node_exporter_container
 from components.renderers import bitcoin_conf, sv2_tp_conf
+from components.setting_types import NodeBuild
 from components.settings import Settings
 
 COMPONENT = workload.NODE
 # Core may need minutes to flush its chainstate; a kill mid-flush costs a reindex.
 GRACE_SECONDS = 600
 VOLUME = "chain-data"
-# Versions baked into docker/bitcoin-node; part of the built image's tag.
-IMAGE_TAG = "30.2-sv2tp1.0.5"
+# Versions docker/bitcoin-node downloads (its BITCOIN_VERSION and SV2_TP_VERSION defaults); part
+# of the built image's tag unless nodeBuild names others.
+BITCOIN_VERSION = "30.2"
+SV2_TP_VERSION = "1.0.5"
 
 
 @dataclass(frozen=True)
@@ -331,19 +334,42 @@ class BitcoinNode(pulumi.ComponentResource):
             if settings.registry_server
             else None
         )
+        tag = image_tag(settings.node_build, settings.node_platform)
         image = docker.Image(
             f"{name}-image",
-            image_name=f"{settings.node_image_repository}:{IMAGE_TAG}-{settings.node_platform}",
+            image_name=f"{settings.node_image_repository}:{tag}",
             build=docker.DockerBuildArgs(
                 # Relative to the project (Pulumi runs the program there): an absolute path
                 # differs between checkouts and would rebuild and roll the node on every move.
                 # docs/upstream-behaviour.md#pulumi-docker-diffs-the-build-context-path-as-written
                 context=contract.BUILD_CONTEXT,
                 platform=f"linux/{settings.node_platform}",
-                args={"TARGETARCH": settings.node_platform},
+                args=build_args(settings.node_build, settings.node_platform),
+                # Tarballs from releases/ and a base carrying supervisor need no network: none
+                # proves it, and an engine without a bridge (air-gapped, the e2e's) builds only so.
+                network="none" if settings.node_build.releases == "directory" else None,
             ),
             registry=registry,
             opts=opts,
         )
         # The digest, not the tag: every pod runs exactly the bytes that were pushed.
         return image.repo_digest, pull_secrets
+
+
+def image_tag(build: NodeBuild, platform: str) -> str:
+    """The built image's tag: the versions it carries and the platform, e.g. 30.2-sv2tp1.0.5-amd64."""
+    bitcoin = build.bitcoin_version or BITCOIN_VERSION
+    return f"{bitcoin}-sv2tp{build.sv2_tp_version or SV2_TP_VERSION}-{platform}"
+
+
+def build_args(build: NodeBuild, platform: str) -> dict[str, str]:
+    """docker/bitcoin-node's build arguments: those nodeBuild sets, and no others, so that a stack
+    without nodeBuild keeps the inputs (and the image) it had."""
+    args = {"TARGETARCH": platform}
+    optional = {
+        "BASE_IMAGE": build.base_image,
+        "RELEASES": None if build.releases == "download" else build.releases,
+        "BITCOIN_VERSION": build.bitcoin_version,
+        "SV2_TP_VERSION": build.sv2_tp_version,
+    }
+    return args | {key: value for key, value in optional.items() if value}

@@ -126,6 +126,16 @@ def alert_rules(settings: Settings, node_claim: str) -> list[dict[str, Any]]:
             "warning",
             "Translators are running but no SV1 miner is connected.",
         ),
+        # A replica past its budget may drop every miner at the next reconnect storm:
+        # docs/operations.md#sizing-translators
+        rule(
+            "Sv2TranslatorOverBudget",
+            f"max(sv1_clients_total{translator_job}) > {settings.translator_miners_per_replica}",
+            "15m",
+            "warning",
+            f"A translator holds more than {settings.translator_miners_per_replica} miners "
+            "(translatorMinersPerReplica): raise translatorMinReplicas or expectedMiners.",
+        ),
         rule(
             "Sv2HashrateDrop",
             f"sum(avg_over_time(sv2_client_hashrate_total{pool_job}[15m]))"
@@ -156,13 +166,14 @@ def alert_rules(settings: Settings, node_claim: str) -> list[dict[str, Any]]:
             "The node's metrics are not scraped: node alerts cannot fire.",
         ),
         # sv2-tp has no metrics. The pool is ready only while connected to its template provider
-        # and exits when that fails, so a synced (ready) node with an unready or restarting pool
-        # means sv2-tp is not serving templates.
+        # and exits when that fails (a crash-looping pool is never ready), so a synced (ready) node
+        # with an unready pool means sv2-tp is not serving templates. Not on pool restarts: after
+        # a node restart the pool restarts twice and serves within 20 s, and a restart count over
+        # a window outlasts `for` (the chain stage's alerts step: docs/operations.md#sv2templateproviderdown).
         rule(
             "Sv2TemplateProviderDown",
             f"max(kube_pod_container_status_ready{node_container}) == 1"
-            f" and on() (max(kube_pod_container_status_ready{pool_container}) == 0"
-            f" or on() sum(increase(kube_pod_container_status_restarts_total{pool_container}[15m])) >= 2)",
+            f" and on() max(kube_pod_container_status_ready{pool_container}) == 0",
             "10m",
             "critical",
             "The pool gets no templates although the node is synced: sv2-tp is likely down.",

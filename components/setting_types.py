@@ -215,6 +215,37 @@ class Upstream(Model):
     authority_pubkey: Annotated[str, AfterValidator(_authority_pubkey)]
 
 
+# A release version as the binaries report it (30.2, 1.0.5, 30.99.0-g9f744fffc39d): part of the
+# release tarballs' names and of the image tag, so digits first, then letters, digits, '.', '-'.
+_VERSION = re.compile(r"^[0-9]+\.[0-9]+[0-9A-Za-z.-]*$")
+MAX_VERSION_LENGTH: Final = 56  # two of them and the platform stay within a 128-character tag
+
+
+def _version(text: str) -> str:
+    if len(text) > MAX_VERSION_LENGTH or not _VERSION.match(text):
+        raise ValueError("is not a version such as 30.2 or 30.99.0-g9f744fffc39d")
+    return text
+
+
+Version = Annotated[str, AfterValidator(_version)]
+
+
+class NodeBuild(Model):
+    """Build arguments of docker/bitcoin-node (docker/bitcoin-node/README.md, "Air-gapped builds")."""
+
+    base_image: Image | None = None
+    releases: Literal["download", "directory"] = "download"
+    bitcoin_version: Version | None = None
+    sv2_tp_version: Version | None = None
+
+    @model_validator(mode="after")
+    def _versions_come_with_their_tarballs(self) -> "NodeBuild":
+        # Downloads are checked against hashes pinned per version in the Dockerfile.
+        if self.releases == "download" and (self.bitcoin_version or self.sv2_tp_version):
+            raise ValueError("bitcoinVersion and sv2TpVersion need releases: directory")
+        return self
+
+
 class Toleration(Model):
     key: str | None = None
     operator: Literal["Exists", "Equal"] = "Equal"

@@ -26,6 +26,7 @@ from components.setting_types import (
     Image,
     Labels,
     Model,
+    NodeBuild,
     Peer,
     Percent,
     PositiveF32,
@@ -50,6 +51,15 @@ MIN_NODE_MEMORY_MIB: Final = 2048
 # Templates older than an hour miss most of the mempool's fees; no fee rise exceeds all bitcoin.
 MAX_TP_INTERVAL_SECS: Final = 3600
 MAX_MONEY_SATS: Final = 21_000_000 * 100_000_000
+# Translator sizing (README's sizing table; make bench-chain measures it): a translator_sv2 0.2.0
+# replica survived 300-400 SV1 connections opened at once and broke at 400-500 (it drops miners
+# whose queue on an internal 1,000-message channel lags), so a replica is sized for 200 miners,
+# which is what one replica takes at once when every miner reconnects after a pool restart.
+# docs/operations.md#sizing-translators
+MINERS_PER_TRANSLATOR: Final = 200
+EXPECTED_MINERS: Final = 400
+# Two replicas at least: a node drain or a crash must not take every miner's translator.
+MIN_TRANSLATORS: Final = 2
 
 
 def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
@@ -133,6 +143,14 @@ class Settings(Model):
     )
     node_platform: Literal["amd64", "arm64"] = _described(
         "CPU architecture of the built node image.", "amd64 or arm64", default="amd64"
+    )
+    node_build: NodeBuild = _described(
+        "How docker/bitcoin-node is built without nodeImage: base image, and release tarballs downloaded "
+        "(the pinned 30.2 and 1.0.5) or taken from docker/bitcoin-node/releases/ (air-gapped, built "
+        "without a network).",
+        "{baseImage: an image reference, releases: download or directory, bitcoinVersion and "
+        "sv2TpVersion: versions such as 30.2 (directory only)}",
+        default=NodeBuild(),
     )
     registry_server: str | None = _described(
         "Registry to log in to for pushing and pulling the node image.",
@@ -240,11 +258,29 @@ class Settings(Model):
         default=Resources.model_validate(_resources("100m", "128Mi", "1", "512Mi")),
     )
     # -- translator
-    translator_min_replicas: Annotated[int, Field(ge=1)] = _described(
-        "Fewest translator replicas (HPA).", "a whole number, at least 1", default=2
+    expected_miners: Annotated[int, Field(ge=0)] = _described(
+        "SV1 miners you expect to connect; sizes translatorMinReplicas.",
+        "a whole number, 0 or more",
+        default=EXPECTED_MINERS,
+    )
+    translator_miners_per_replica: Annotated[int, Field(ge=1)] = _described(
+        "Miners one translator replica is sized for: all of them may reconnect at once.",
+        "a whole number, at least 1",
+        default=MINERS_PER_TRANSLATOR,
+    )
+    translator_min_replicas: Annotated[int, Field(ge=0)] = _described(
+        "Fewest translator replicas (HPA); 0 sizes them from expectedMiners.",
+        "0, or a whole number of replicas",
+        default=0,
     )
     translator_max_replicas: Annotated[int, Field(ge=1, le=100)] = _described(
         "Most translator replicas (HPA).", "1 to 100, not below translatorMinReplicas", default=10
+    )
+    translator_scale_on_miners: bool = _described(
+        "Also scale translators on connected SV1 miners per replica (needs monitoringEnabled and a "
+        "custom metrics adapter serving sv1_clients_total; see docs/operations.md).",
+        "true or false",
+        default=False,
     )
     translator_cpu_target: Percent = _described(
         "HPA target CPU utilisation, percent.", "1 to 100", default=70
@@ -388,6 +424,13 @@ class Settings(Model):
         return value
 
     @property
+    def min_translators(self) -> int:
+        """translatorMinReplicas, or the replicas expectedMiners needs at the per-replica budget."""
+        if self.translator_min_replicas:
+            return self.translator_min_replicas
+        return translator_replicas_for(self.expected_miners, self.translator_miners_per_replica)
+
+    @property
     def facts(self) -> NetworkFacts:
         return NETWORKS[self.network]
 
@@ -404,6 +447,11 @@ class Settings(Model):
             node_selector=dict(self.node_selector),
             tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in self.tolerations),
         )
+
+
+def translator_replicas_for(miners: int, per_replica: int) -> int:
+    """Replicas that keep each at or under `per_replica` miners, and never fewer than two."""
+    return max(MIN_TRANSLATORS, -(-miners // per_replica))
 
 
 SECRET_SETTINGS: Final = {

@@ -51,8 +51,21 @@ def _cross_checks(settings: Settings, stack: str) -> list[tuple[str, str, str]]:
         problem = address_problem(settings.payout_address, net)
         if problem:
             problems.append(("payoutAddress", problem, accepted_address_forms(net)))
-    if settings.translator_max_replicas < settings.translator_min_replicas:
-        problems.append(("translatorMaxReplicas", "is below translatorMinReplicas", "a value ≥ the minimum"))
+    if settings.translator_max_replicas < settings.min_translators:
+        minimum = (
+            "translatorMinReplicas"
+            if settings.translator_min_replicas
+            else f"the {settings.min_translators} replicas expectedMiners needs"
+        )
+        problems.append(("translatorMaxReplicas", f"is below {minimum}", "a value ≥ the minimum"))
+    if settings.translator_scale_on_miners and not settings.monitoring_enabled:
+        problems.append(
+            (
+                "translatorScaleOnMiners",
+                "needs monitoringEnabled (Prometheus scrapes the miner counts)",
+                "false",
+            )
+        )
     minimum = minimum_storage(net, pruned=settings.pruned)
     if parse_quantity(settings.storage_size) < parse_quantity(minimum):
         if settings.pruned:

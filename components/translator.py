@@ -15,6 +15,8 @@ UID = 10020
 CONFIG_PATH = "/etc/sv2/translator.toml"
 # Miners lose their connection when their translator goes away: scale down slowly.
 SCALE_DOWN_WINDOW_SECONDS = 600
+# The translator's gauge of connected SV1 miners, as the custom metrics adapter serves it per pod.
+MINERS_METRIC = "sv1_clients_total"
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,16 @@ class Translator(pulumi.ComponentResource):
                     "kind": "Deployment",
                     "name": deployment.metadata.name,
                 },
-                "minReplicas": settings.translator_min_replicas,
+                "minReplicas": settings.min_translators,
                 "maxReplicas": settings.translator_max_replicas,
                 "metrics": [
                     _utilisation("cpu", settings.translator_cpu_target),
                     _utilisation("memory", settings.translator_memory_target),
+                    *(
+                        [_miners_per_replica(settings.translator_miners_per_replica)]
+                        if settings.translator_scale_on_miners
+                        else []
+                    ),
                 ],
                 "behavior": {
                     "scaleDown": {
@@ -149,6 +156,19 @@ def _utilisation(resource: str, percent: int) -> dict[str, object]:
     return {
         "type": "Resource",
         "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}},
+    }
+
+
+def _miners_per_replica(budget: int) -> dict[str, object]:
+    """The translators' own miner count (their /metrics, through the cluster's custom metrics
+    adapter), averaged over the replicas: neither CPU nor memory grows with idle connections.
+    docs/operations.md#scaling-on-connected-miners"""
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": MINERS_METRIC},
+            "target": {"type": "AverageValue", "averageValue": str(budget)},
+        },
     }
 
 

@@ -63,11 +63,13 @@ def _default_text(key: str, info: FieldInfo) -> str:
     if key == "nodeResources":
         limits = ", ".join(f"{n} {f.node_resources['limits']['memory']}" for n, f in NETWORKS.items())
         return f"per network (memory limit {limits})"
+    if key == "translatorMinReplicas":
+        return "`0`: expectedMiners ÷ translatorMinersPerReplica, rounded up, at least 2"
     default = info.get_default(call_default_factory=True)
     if default is None:
         return "unset"
     if hasattr(default, "model_dump"):
-        return f"`{default.model_dump(by_alias=True)}`"
+        return f"`{default.model_dump(by_alias=True, exclude_none=True)}`"
     if isinstance(default, tuple | dict) and not default:
         return "empty"
     return f"`{str(default).lower() if isinstance(default, bool) else default}`"
@@ -89,7 +91,7 @@ def project_config() -> dict[str, Any]:
         kind, items = _pulumi_type(info)
         default = info.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
-            default = default.model_dump(by_alias=True)
+            default = default.model_dump(by_alias=True, exclude_none=True)
         entry: dict[str, Any] = {"type": kind, "description": info.description}
         if items:
             entry["items"] = items

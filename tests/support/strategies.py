@@ -440,7 +440,7 @@ def invalid_entries(stack: str) -> st.SearchStrategy[Bad]:
         bad(
             "p2pNodePort", in_range(1, 29999) | in_range(32768, 10**6) | in_range(-(10**6), -1) | non_numeric
         ),
-        bad("translatorMinReplicas", bad_ints(1)),
+        bad("translatorMinReplicas", bad_ints(0)),
         bad("translatorMaxReplicas", bad_ints(1, 100)),
         bad("translatorCpuTarget", bad_ints(1, 100)),
         bad("translatorMemoryTarget", bad_ints(1, 100)),

@@ -47,19 +47,11 @@ pins=chain.env
 # shellcheck source-path=SCRIPTDIR source=verify.sh
 . "$here/verify.sh"
 
+# shellcheck source-path=SCRIPTDIR source=debian.sh
+. "$here/debian.sh"
 # Debian's build packages, installed when missing (needs root).
-packages() {
-    local missing=() pkg
-    # shellcheck disable=SC2086 # a list on purpose
-    for pkg in $CHAIN_BUILD_PACKAGES; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return
-    [ "$(id -u)" -eq 0 ] || die "missing Debian packages (install them as root): ${missing[*]}"
-    say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
-}
+# shellcheck disable=SC2086 # a list on purpose
+packages() { debian_packages $CHAIN_BUILD_PACKAGES; }
 
 # unpack ARCHIVE DIR: a fresh tree of the archive's single top folder at DIR.
 unpack() {

@@ -12,6 +12,15 @@ server, mines a block through the real chain on loopback.
                whose coinbase pays payoutAddress and carries poolSignature
     new tip    a block from bitcoin-cli reaches a held SV1 connection as a clean_jobs notify
     metrics    the pool's and translator's share counters on /metrics are non-zero
+    independent miner
+               independent_miner.py: `para miner` (an SV1 CPU miner nobody here wrote) finds a
+               block that becomes the tip, paying payoutAddress, with para's nonce and extranonce
+    pool killed, sv2-tp killed, node restarted, node killed, node FATAL
+               failures.py: what each process does when another goes away, the image's
+               supervisord and follow-node at work, the apps restarted as a kubelet would, and
+               the time until a new miner has work on the tip again
+    alerts     alerts.py: the stored PrometheusRule, by promtool, against series built from
+               what the steps above recorded (idle, busy, each fault, each recovery)
     teardown   translator, pool, then supervisord (sv2-tp before the node), destroy, temp dir gone
 
 Only paths, binds and ports change (each change is printed in the step's line): the image's
@@ -21,7 +30,7 @@ Every process carries the run marker (project.RUN_MARKER), so leftovers fail the
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
 import re
@@ -34,7 +43,17 @@ from typing import Any, Protocol, cast
 
 from components.settings import Settings
 from sv1_probe.probe import Job, ProbeError, Session, prevhash_bytes, probe
-from tests.e2e.chain.node import STARTUP, Chain, binaries, read_stored, start_apps, start_node
+from tests.e2e.chain import failures, independent_miner
+from tests.e2e.chain.alerts import Recorder, evaluate, watched_names
+from tests.e2e.chain.node import (
+    STARTUP,
+    Chain,
+    accepted_block,
+    binaries,
+    read_stored,
+    start_apps,
+    start_node,
+)
 from tests.e2e.processes import (
     LOOPBACK,
     E2EError,
@@ -52,7 +71,12 @@ STACK = "signet-chain"
 # OP_TRUE: blocks need no signature. At 500000 H/s the translator's share difficulty is
 # 500000 × 60 / 6 / 2^32 = 0.00116 ≥ the genesis difficulty 0.0011265: every share is a
 # block (~5 M hashes, ~5 s at the probe's ~1 MH/s).
-CHAIN_SETTINGS: dict[str, Any] = {"signetChallenge": "51", "minIndividualMinerHashrate": 500000}
+# Monitoring on: the PrometheusRule the alerts step evaluates is the one `pulumi up` stored.
+CHAIN_SETTINGS: dict[str, Any] = {
+    "signetChallenge": "51",
+    "minIndividualMinerHashrate": 500000,
+    "monitoringEnabled": True,
+}
 MINE_TIMEOUT = 120.0
 # generatetoaddress spends maxtries over all blocks; a signet block needs ~4.8 M on average.
 MAX_TRIES = "100000000"
@@ -95,34 +119,12 @@ def mine_block(chain: Chain, payout: str, signature: str) -> list[str]:
         raise E2EError(f"the probe's job builds on {previous(result.job)}, the node's tip is {tip}")
     share = result.share
     assert share is not None  # probe() raises unless a share was accepted
-    found = share["hash"]
-    wait(
-        lambda: chain.cli("getbestblockhash") == found or None,
-        30,
-        f"the probe's block {found} as the node's tip",
-        [p for p in (chain.node, chain.pool) if p],
-        interval=0.5,
-        status=lambda: f"tip {chain.cli('getbestblockhash')}",
-    )
-    pool = chain.pool
-    assert pool is not None
-    announced = pool.wait_for(rf"Block Found.*{found}", 10)
-    block = chain.block(found)
-    coinbase = block["tx"][0]
-    paid = coinbase["vout"][0]["scriptPubKey"].get("address")
-    if paid != payout:
-        raise E2EError(f"the coinbase of {found} pays {paid}, payoutAddress is {payout}")
-    tag = f"/{signature}/".encode().hex()
-    if tag not in coinbase["vin"][0]["coinbase"]:
-        raise E2EError(f"the coinbase scriptSig {coinbase['vin'][0]['coinbase']} lacks /{signature}/ ({tag})")
+    _, accepted = accepted_block(chain, share["hash"], "the probe's", payout, signature)
     return [
         f"job on tip {tip[:16]}… (height {height})",
         f"share accepted after {result.hashes:,} hashes in {result.seconds:.1f} s "
         f"at difficulty {result.difficulty:.6g}",
-        f"pool logged Block Found {announced.rsplit('💰', 1)[-1].strip()[:16]}…",
-        f"block {found[:16]}… is the tip at height {block['height']}",
-        f"coinbase pays {coinbase['vout'][0]['value']} to {paid}",
-        f"scriptSig {coinbase['vin'][0]['coinbase'][:40]}… carries /{signature}/",
+        *accepted,
     ]
 
 
@@ -248,10 +250,7 @@ def check(runner: StepRunner, settings: dict[str, Any]) -> None:
             stored = chain.stored = read_stored(runner.assertions, namespace)
             rendered = Rendered(STACK, cast(Any, None), stored.pool, stored.translator, "")
             chain.local = localise(rendered)
-            chain.changes += [
-                dataclasses.replace(c, why=c.why.replace("fake-tp", "sv2-tp's loopback port"))
-                for c in chain.local.changes
-            ]
+            chain.changes += chain.local.changes
             hashrate = stored.translator["downstream_difficulty_config"]["min_individual_miner_hashrate"]
             details += [
                 f"pulumi up {outcome.seconds:.0f} s, {len(project.state(STACK))} resources",
@@ -266,6 +265,16 @@ def check(runner: StepRunner, settings: dict[str, Any]) -> None:
         with runner.step(STACK, "pool and translator") as details:
             details += start_apps(chain, "pool") + start_apps(chain, "translator")
             details.append("; ".join(str(change) for change in chain.changes))
+            (rule,) = runner.assertions.items("prometheusrules", namespace)
+            (group,) = rule["spec"]["groups"]
+            kubelet = failures.Kubelet(chain)
+            recorder = Recorder(
+                chain,
+                namespace,
+                watched_names(group["rules"]),
+                lambda: {**kubelet.restarts, "bitcoin-node": chain.container_restarts},
+            )
+            recorder.record("idle")
         payout = _config(project, "payoutAddress")
         signature = _config(project, "poolSignature") or str(Settings.model_fields["pool_signature"].default)
         held: Session | None = None
@@ -279,12 +288,37 @@ def check(runner: StepRunner, settings: dict[str, Any]) -> None:
                 details += new_tip(chain, held, payout)
             with runner.step(STACK, "metrics") as details:
                 details += metrics(chain)
+                recorder.record("busy")
         finally:
             if held:
                 held.sock.close()
+        with runner.step(STACK, "independent miner") as details:
+            details += independent_miner.mine(chain, payout, signature)
+        stage = {"idle": "idle"}
+        for name, path in FAILURES.items():
+            with runner.step(STACK, name) as details:
+                details += path(chain, kubelet, functools.partial(_record, recorder, stage, name))
+        with runner.step(STACK, "alerts") as details:
+            details += evaluate(recorder, group, chain.root / "promtool", stage, "busy")
     finally:
         with runner.step(STACK, "teardown") as details:
             details += teardown(chain, project, up)
+
+
+FAILURES = {
+    "pool killed": failures.pool_killed,
+    "sv2-tp killed": failures.tp_killed,
+    "node restarted": failures.node_restarted,
+    "node killed": failures.node_killed,
+    "node FATAL": failures.node_fatal,
+}
+
+
+def _record(recorder: Recorder, stage: dict[str, str], step: str, moment: str) -> None:
+    """A snapshot named after the step and the moment (the fault, or "recovered")."""
+    name = step if moment != "recovered" else f"{step}, recovered"
+    recorder.record(name)
+    stage[name] = name
 
 
 def _config(project: Project, key: str) -> str:

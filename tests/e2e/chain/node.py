@@ -70,15 +70,32 @@ class Stored:
 
 
 def read_stored(assertions: StackAssertions, namespace: str) -> Stored:
-    objects = {kind: assertions.items(kind, namespace) for kind in ("secrets", "configmaps")}
+    """The configs as the API server holds them."""
+    kinds = ("secrets", "configmaps", "statefulsets")
+    return stored_from({kind: assertions.items(kind, namespace) for kind in kinds}, namespace)
+
+
+def rendered_stored(manifests: list[dict[str, Any]]) -> Stored:
+    """The same from the mock engine's manifests (tests/support/harness.py), for the sv2-apps stage."""
+    kinds = {"Secret": "secrets", "ConfigMap": "configmaps", "StatefulSet": "statefulsets"}
+    objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds.values()}
+    for manifest in manifests:
+        if manifest["kind"] in kinds:
+            objects[kinds[manifest["kind"]]].append(manifest)
+    return stored_from(objects, "the mock render")
+
+
+def stored_from(objects: dict[str, list[dict[str, Any]]], where: str) -> Stored:
     names: list[str] = []
 
     def one(kind: str, key: str) -> bytes:
-        found = [o for o in objects[kind] if key in (o.get("data") or {})]
+        found = [o for o in objects[kind] if key in {**(o.get("data") or {}), **(o.get("stringData") or {})}]
         if len(found) != 1:
-            raise E2EError(f"{len(found)} {kind} in {namespace} hold {key}, expected 1")
-        value = str(found[0]["data"][key])
+            raise E2EError(f"{len(found)} {kind} in {where} hold {key}, expected 1")
         names.append(f"{kind[:-1].capitalize()} {found[0]['metadata']['name']}[{key}]")
+        if key in (found[0].get("stringData") or {}):
+            return str(found[0]["stringData"][key]).encode()
+        value = str(found[0]["data"][key])
         return base64.b64decode(value) if kind == "secrets" else value.encode()
 
     stored = Stored(
@@ -90,7 +107,7 @@ def read_stored(assertions: StackAssertions, namespace: str) -> Stored:
         "",
         names,
     )
-    (node,) = assertions.items("statefulsets", namespace)
+    (node,) = objects["statefulsets"]
     env = {
         e["name"]: e.get("value")
         for c in node["spec"]["template"]["spec"]["containers"]
@@ -138,6 +155,8 @@ class Chain:
     pool: Process | None = None
     translator: Process | None = None
     changes: list[Change] = dataclasses.field(default_factory=list)
+    node_env: dict[str, str] = dataclasses.field(default_factory=dict)  # the container's environment
+    container_restarts: int = 0
 
     @property
     def env(self) -> dict[str, str]:
@@ -157,6 +176,62 @@ class Chain:
     def block(self, block_hash: str) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(self.cli("getblock", block_hash, "2"))
         return found
+
+    def supervisorctl(self, *args: str) -> str:
+        """supervisorctl of the running supervisord, reading the image's file as the image does."""
+        env = [f"{key}={self.node_env[key]}" for key in ("SUPERVISOR_RUN_DIR", "SUPERVISORD_CONF")]
+        ctl = binaries()["supervisord"].with_name("supervisorctl")
+        return output_of(["env", *env, ctl, "-c", self.node_env["SUPERVISORD_CONF"], *args], 30).strip()
+
+    def pid(self, program: str) -> int | None:
+        """The pid supervisord has for `program`, None while it does not run."""
+        try:
+            pid = int(self.supervisorctl("pid", program))
+        except (E2EError, ValueError):
+            return None
+        return pid or None
+
+    def node_probe(self, check: str) -> tuple[int, str]:
+        """The image's node-probe (what the kubelet runs): exit code and output."""
+        try:
+            return 0, output_of(
+                ["env", *(f"{k}={v}" for k, v in self.node_env.items()), IMAGE_DIR / "node-probe", check], 30
+            ).strip()
+        except E2EError as error:
+            found = re.search(r"exited (\d+): (.*)", str(error), re.DOTALL)
+            return (int(found.group(1)), found.group(2).strip()) if found else (-1, str(error))
+
+
+def accepted_block(
+    chain: Chain, found: str, whose: str, payout: str, signature: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Block `found` becomes the node's tip, the pool logged it as found, and its coinbase pays
+    `payout` and carries /`signature`/: the block (getblock verbosity 2) and what was seen."""
+    wait(
+        lambda: chain.cli("getbestblockhash") == found or None,
+        30,
+        f"{whose} block {found} as the node's tip",
+        [p for p in (chain.node, chain.pool) if p],
+        interval=0.5,
+        status=lambda: f"tip {chain.cli('getbestblockhash')}",
+    )
+    pool = chain.pool
+    assert pool is not None
+    announced = pool.wait_for(rf"Block Found.*{found}", 10)
+    block = chain.block(found)
+    coinbase = block["tx"][0]
+    paid = coinbase["vout"][0]["scriptPubKey"].get("address")
+    if paid != payout:
+        raise E2EError(f"the coinbase of {found} pays {paid}, payoutAddress is {payout}")
+    tag = f"/{signature}/".encode().hex()
+    if tag not in coinbase["vin"][0]["coinbase"]:
+        raise E2EError(f"the coinbase scriptSig {coinbase['vin'][0]['coinbase']} lacks /{signature}/ ({tag})")
+    return block, [
+        f"pool logged Block Found {announced.rsplit('💰', 1)[-1].strip()[:16]}…",
+        f"block {found[:16]}… is the tip at height {block['height']}",
+        f"coinbase pays {coinbase['vout'][0]['value']} to {paid}",
+        f"scriptSig {coinbase['vin'][0]['coinbase'][:40]}… carries /{signature}/",
+    ]
 
 
 def start_node(chain: Chain, stored: Stored) -> list[str]:
@@ -193,8 +268,8 @@ def start_node(chain: Chain, stored: Stored) -> list[str]:
         image_contract.CHAIN_ENV: stored.chain,
         "PATH": os.pathsep.join([*map(str, on_path), chain.env["PATH"]]),
     }
-    node = chain.node = chain.group.start("supervisord", [IMAGE_DIR / "entrypoint.sh"], env)
-    node.grace = 90  # sv2-tp may wait out its 30 s template interval, node after it
+    chain.node_env = env
+    node = run_container(chain)
     try:
         line = node.wait_for(r"Template Provider authority key: ", STARTUP)
     except E2EError as error:
@@ -224,7 +299,16 @@ def start_node(chain: Chain, stored: Stored) -> list[str]:
     ]
 
 
-def start_apps(chain: Chain, which: str) -> list[str]:
+def run_container(chain: Chain) -> Process:
+    """The node container's entrypoint (again, after a container restart) on the same volume."""
+    chain.container_restarts += chain.node is not None
+    node = chain.node = chain.group.start("supervisord", [IMAGE_DIR / "entrypoint.sh"], chain.node_env)
+    node.grace = 90  # sv2-tp may wait out its 30 s template interval, node after it
+    return node
+
+
+def launch_app(chain: Chain, which: str) -> Process:
+    """pool_sv2 or translator_sv2 on its stored TOML, not waited for (a container start)."""
     local = chain.local
     assert local is not None
     table = local.pool if which == "pool" else local.translator
@@ -235,10 +319,40 @@ def start_apps(chain: Chain, which: str) -> list[str]:
     process.stop_signal, process.grace = signal.SIGINT, 10
     if which == "pool":
         chain.pool = process
+    else:
+        chain.translator = process
+    return process
+
+
+def start_apps(chain: Chain, which: str) -> list[str]:
+    local = chain.local
+    assert local is not None
+    process = launch_app(chain, which)
+    if which == "pool":
         process.wait_for("Starting downstream server", STARTUP)
         wait(lambda: listening(local.pool_port) or None, STARTUP, f"pool on {local.pool_port}", [process])
         tp = local.pool["template_provider_type"]["Sv2Tp"]["address"]
         return [f"pool on {LOOPBACK}:{local.pool_port}, its TP {tp}"]
-    chain.translator = process
     process.wait_for(r"Translator Proxy: listening on", STARTUP)
     return [f"translator SV1 on {LOOPBACK}:{local.sv1_port}, upstream pool {LOOPBACK}:{local.pool_port}"]
+
+
+def restart_tp_with_key(chain: Chain, key: bytes) -> str:
+    """Puts `key` where the image mounts the TP key Secret and restarts sv2-tp, which
+    start-sv2-tp.sh installs it for (a rotated Secret); returns the authority key sv2-tp logs."""
+    node, local = chain.node, chain.local
+    assert node is not None and local is not None
+    source = Path(chain.node_env["SV2_TP_KEY_SOURCE"])
+    source.chmod(0o600)
+    source.write_bytes(key)
+    source.chmod(0o400)
+    seen = len(node.lines())
+    chain.supervisorctl("restart", "sv2-tp")
+    line = wait(
+        lambda: next((x for x in node.lines()[seen:] if "Template Provider authority key: " in x), None),
+        STARTUP,
+        "sv2-tp's authority key after the restart",
+        [node],
+    )
+    wait(lambda: listening(local.tp_port) or None, STARTUP, f"sv2-tp on port {local.tp_port}", [node])
+    return line.rsplit("Template Provider authority key: ", 1)[1].split()[0]

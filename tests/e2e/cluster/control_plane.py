@@ -1,22 +1,25 @@
-"""A private Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
+"""A private Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager (and kube-scheduler).
 
     with ControlPlane() as cluster:
         run(["pulumi", "up", ...], env={**os.environ, **cluster.env})
-        cluster.wait_for_pods("sv2", 3)
+        pod_security.wait_for_pods(cluster, "sv2", 3)
 
     .venv/bin/python -m tests.e2e.cluster.control_plane --shell  # prints `export KUBECONFIG=…`; Ctrl-C stops
 
 Everything listens on 127.0.0.1 only, on free ports, with a per-run PKI in a temp dir removed on exit.
 There is no kubelet and no scheduler: controllers create Pods (so Pod Security admission runs for
 real) and they stay Pending. A stand-in for the cloud load-balancer controller gives every
-LoadBalancer Service the ingress 127.0.0.1. Binaries come from the e2e toolchain (make e2e-tools);
-its self-test is control_plane_selftest.py.
+LoadBalancer Service the ingress 127.0.0.1 (load_balancer.py). Binaries come from the e2e toolchain
+(make e2e-tools); its self-test is control_plane_selftest.py.
+
+The node cluster (node_cluster.py) starts it with `address` on a bridge it made (the API server
+binds there, and the `kubernetes` Service's endpoint is that address, so pods reach it), the
+scheduler, and a pool of load-balancer addresses that kube-proxy routes.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import shutil
 import signal
@@ -29,18 +32,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from tests.e2e.cluster.load_balancer import LoadBalancerStandIn
+from tests.e2e.cluster.pki import Pki
 from tests.e2e.processes import LOOPBACK, E2EError, Process, ProcessGroup, free_port, wait
 from tests.e2e.toolchain import bin_dir, default_crd_dir, missing, tool
 
 SERVICE_CIDR = "10.0.0.0/24"  # only allocated from, never routed
 FIRST_SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service, hence in the serving cert
 # What turns the program's workloads into Pods, plus what namespaces, service accounts and
-# deletion need; nothing node-, volume- or cloud-related (there are no nodes).
+# deletion need; nothing cloud-related.
 CONTROLLERS = (
     "deployment-controller,replicaset-controller,statefulset-controller,horizontal-pod-autoscaler-controller,"
     "disruption-controller,endpoints-controller,endpointslice-controller,garbage-collector-controller,"
@@ -48,9 +53,11 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller,"
     # Claims carry the pvc-protection finalizer: without its controller a deleted namespace that
     # held a claim never finishes terminating.
-    "persistentvolumeclaim-protection-controller,persistentvolume-protection-controller"
+    "persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,"
+    # For the node cluster: the binding of its hostPath volumes (the storage stand-in) to claims,
+    # and the node's taints (the kubelet registers it not-ready; this lifts that once it is Ready).
+    "persistentvolume-binder-controller,node-lifecycle-controller"
 )
-POD_SECURITY_MARK = "violates PodSecurity"
 
 
 class ControlPlaneError(E2EError):
@@ -74,8 +81,18 @@ class ControlPlane:
         start_timeout: float = 180.0,
         stop_timeout: float = 15.0,
         lb_interval: float = 1.0,
+        *,
+        address: str = LOOPBACK,
+        folder: Path | None = None,
+        load_balancer_pool: Sequence[str] = (),
+        scheduler: bool = False,
     ) -> None:
+        """`address`: where the API server listens and what it advertises; `folder`: the working
+        folder (made, and removed on exit; default a new temp dir); `load_balancer_pool`: see
+        load_balancer.py; `scheduler`: also run kube-scheduler (for a cluster with nodes)."""
         self.bin = bin_dir()
+        self.address, self.folder, self.with_scheduler = address, folder, scheduler
+        self.load_balancer = LoadBalancerStandIn(load_balancer_pool)
         self.crd_dir = crd_dir or (default_crd_dir() if install_crds else None)
         if install_crds and self.crd_dir is None:
             print("control plane: no CRD directory (set SV2_E2E_CRDS): installing none", file=sys.stderr)
@@ -83,6 +100,7 @@ class ControlPlane:
         self.dir = Path()
         self.kubeconfig = Path()
         self.server = ""
+        self.pki: Pki | None = None
         self.startup_seconds = 0.0
         self._group = ProcessGroup(Path(), grace=stop_timeout)
         self._crashes: list[str] = []
@@ -95,14 +113,19 @@ class ControlPlane:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> ControlPlane:
-        absent = missing("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+        needed = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"]
+        absent = missing(*needed, *(["kube-scheduler"] if self.with_scheduler else []))
         if absent:
             raise ControlPlaneError(f"missing {', '.join(absent)} in {self.bin} (run make e2e-tools)")
         started = time.monotonic()
-        self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-kube-"))
+        if self.folder is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="sv2-e2e-kube-"))
+        else:
+            self.dir = self.folder
+            self.dir.mkdir(parents=True)
         self._group = ProcessGroup(self.dir, grace=self.stop_timeout)
         if threading.current_thread() is threading.main_thread():
-            self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+            self._old_sigterm = signal.signal(signal.SIGTERM, sigterm_to_exit)
         try:
             self._start(started + self.start_timeout)
         except BaseException:
@@ -121,11 +144,14 @@ class ControlPlane:
     def _start(self, deadline: float) -> None:
         pki = self._make_pki()
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-        self.server = f"https://{LOOPBACK}:{api_port}"
-        self.kubeconfig = self._write_kubeconfig("admin", pki)
-        kcm_kubeconfig = self._write_kubeconfig("controller-manager", pki)
-        self._ssl = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        self._ssl.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+        self.server = f"https://{self.address}:{api_port}"
+        self.kubeconfig = self.client_kubeconfig("admin", "/O=system:masters/CN=sv2-e2e-admin")
+        # system:masters as well: without per-controller credentials it needs every right.
+        kcm_kubeconfig = self.client_kubeconfig(
+            "controller-manager", "/O=system:masters/CN=system:kube-controller-manager"
+        )
+        self._ssl = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
+        self._ssl.load_cert_chain(pki.path("admin.crt"), pki.path("admin.key"))
 
         etcd_url, peer_url = f"http://{LOOPBACK}:{etcd_port}", f"http://{LOOPBACK}:{peer_port}"
         self._spawn(
@@ -141,23 +167,31 @@ class ControlPlane:
         )
         self._wait("etcd /health", deadline, lambda: b'"true"' in _plain_get(f"{etcd_url}/health"))
 
+        # The default reconciler publishes the advertised address as the endpoint of the
+        # `kubernetes` Service; Endpoints validation rejects 127.0.0.1, and on loopback no pod needs it.
+        reconciler = ["--endpoint-reconciler-type=none"] if self.address == LOOPBACK else []
         self._spawn(
             "kube-apiserver",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
-            # The default reconciler would publish 127.0.0.1 as the endpoint of the `kubernetes`
-            # Service, which Endpoints validation rejects (loopback); nothing in-cluster needs it.
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
+            *reconciler,
             f"--secure-port={api_port}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--tls-cert-file={pki.path('apiserver.crt')}",
+            f"--tls-private-key-file={pki.path('apiserver.key')}",
             f"--etcd-servers={etcd_url}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
-            f"--client-ca-file={pki / 'ca.crt'}",
+            # Node: each kubelet may touch only its own Node and its pods' objects (with NodeRestriction).
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--client-ca-file={pki.path('ca.crt')}",
+            # For logs and exec: the API server checks the kubelet's serving certificate and shows its own.
+            f"--kubelet-certificate-authority={pki.path('ca.crt')}",
+            f"--kubelet-client-certificate={pki.path('apiserver-kubelet-client.crt')}",
+            f"--kubelet-client-key={pki.path('apiserver-kubelet-client.key')}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer={self.server}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-account-key-file={pki.path('sa.pub')}",
+            f"--service-account-signing-key-file={pki.path('sa.key')}",
             "--allow-privileged=true",  # Pod Security, not this switch, is what the e2e checks
             # Default admission plugins stay on: PodSecurity, and ServiceAccount too, because the
             # controller-manager below creates each namespace's `default` ServiceAccount.
@@ -171,8 +205,8 @@ class ControlPlane:
             "--secure-port=0",  # no health/metrics server: nothing to listen on
             "--leader-elect=false",  # a single instance; the lease would only delay the start
             f"--controllers={CONTROLLERS}",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--service-account-private-key-file={pki.path('sa.key')}",
+            f"--root-ca-file={pki.path('ca.crt')}",
             "--use-service-account-credentials=false",  # its own system:masters identity
             "--cluster-name=sv2-e2e",
         )
@@ -182,6 +216,13 @@ class ControlPlane:
             deadline,
             lambda: self._http("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
         )
+        if self.with_scheduler:
+            self._spawn(
+                "kube-scheduler",
+                f"--kubeconfig={self.client_kubeconfig('scheduler', '/CN=system:kube-scheduler')}",
+                "--secure-port=0",  # no health/metrics server
+                "--leader-elect=false",
+            )
         if self.crd_dir is not None:
             self.kubectl("apply", "--server-side", "-f", str(self.crd_dir))  # too big for client-side apply
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(self.crd_dir))
@@ -236,74 +277,31 @@ class ControlPlane:
                     print(f"control plane: load-balancer stand-in: {error}", file=sys.stderr, flush=True)
 
     def _assign_load_balancers(self) -> None:
-        # What cloud-provider-kind does on kind, minus the proxy: status only, and only loopback.
-        for service in self.get_json("/api/v1/services").get("items", []):
-            meta, spec = service["metadata"], service.get("spec", {})
-            if spec.get("type") != "LoadBalancer" or service.get("status", {}).get("loadBalancer", {}).get(
-                "ingress"
-            ):
-                continue
-            patch = {"status": {"loadBalancer": {"ingress": [{"ip": LOOPBACK}]}}}
-            path = f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}/status"
+        services = self.get_json("/api/v1/services").get("items", [])
+        for namespace, name, address in self.load_balancer.assignments(services):
+            path = f"/api/v1/namespaces/{namespace}/services/{name}/status"
+            patch = self.load_balancer.status_patch(address)
             self.request("PATCH", path, patch, "application/merge-patch+json")
+            if self.load_balancer.pool:  # loopback ingresses are status only: not worth a line each
+                print(f"control plane: {self.load_balancer.name}: {namespace}/{name} ingress {address}")
 
     # ---- PKI and kubeconfigs ------------------------------------------------------------------
 
-    def _make_pki(self) -> Path:
-        pki = self.dir / "pki"
-        pki.mkdir(mode=0o700)
-        (pki / "openssl.cnf").write_text(
-            "[req]\ndistinguished_name = dn\n[dn]\n"
-            "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
-            "subjectKeyIdentifier = hash\n"
-            "[server]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
-            "extendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n"
-            f"subjectAltName = IP:{LOOPBACK},DNS:localhost,IP:{FIRST_SERVICE_IP},DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-            "[client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
-            "extendedKeyUsage = clientAuth\nauthorityKeyIdentifier = keyid\n"
-        )
-
-        def openssl(args: str) -> None:  # words without spaces only: file names under pki/
-            result = subprocess.run(["openssl", *args.split()], cwd=pki, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise ControlPlaneError(f"openssl {args}: {result.stderr.strip()}")
-
-        # P-256 everywhere: quick to generate on a busy machine, and accepted for TLS and SA tokens.
-        ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
-        for name, ext, subject in (
-            ("ca", "ca", "/CN=sv2-e2e-ca"),
-            ("apiserver", "server", "/CN=kube-apiserver"),
-            ("admin", "client", "/O=system:masters/CN=sv2-e2e-admin"),
-            # system:masters as well: without per-controller credentials it needs every right.
-            ("controller-manager", "client", "/O=system:masters/CN=system:kube-controller-manager"),
-        ):
-            signer = "" if ext == "ca" else "-CA ca.crt -CAkey ca.key"
-            openssl(
-                f"req -x509 -config openssl.cnf {ec} {signer} -extensions {ext} -subj {subject}"
-                f" -keyout {name}.key -out {name}.crt"
-            )
-        openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sa.key")
-        openssl("pkey -in sa.key -pubout -out sa.pub")
+    def _make_pki(self) -> Pki:
+        self.pki = pki = Pki(self.dir / "pki")
+        names = {self.address, LOOPBACK, "localhost", FIRST_SERVICE_IP}
+        names |= {"kubernetes", "kubernetes.default", "kubernetes.default.svc"}
+        pki.issue("apiserver", "/CN=kube-apiserver", server_names=sorted(names))
+        # What the API server shows kubelets (for logs and exec), which authorize it by its group.
+        pki.issue("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
         return pki
 
-    def _write_kubeconfig(self, user: str, pki: Path) -> Path:
-        def data(name: str) -> str:
-            return base64.b64encode((pki / name).read_bytes()).decode()
-
-        # Embedded data rather than paths: the file stands alone wherever a tool copies it.
-        text = (
-            "apiVersion: v1\nkind: Config\ncurrent-context: sv2-e2e\n"
-            f"clusters:\n- name: sv2-e2e\n  cluster:\n    server: {self.server}\n"
-            f"    certificate-authority-data: {data('ca.crt')}\n"
-            f"users:\n- name: {user}\n  user:\n    client-certificate-data: {data(user + '.crt')}\n"
-            f"    client-key-data: {data(user + '.key')}\n"
-            f"contexts:\n- name: sv2-e2e\n  context:\n    cluster: sv2-e2e\n    user: {user}\n"
-        )
-        path = self.dir / f"{user}.kubeconfig"
-        path.write_text(text)
-        path.chmod(0o600)
-        return path
+    def client_kubeconfig(self, user: str, subject: str) -> Path:
+        """A kubeconfig (in the working folder) for a new client certificate of `subject`."""
+        if self.pki is None:
+            raise ControlPlaneError("the control plane has no PKI yet")
+        self.pki.issue(user, subject)
+        return self.pki.kubeconfig(user, self.server, self.dir / f"{user}.kubeconfig")
 
     # ---- helpers for the e2e steps ------------------------------------------------------------
 
@@ -317,7 +315,8 @@ class ControlPlane:
         return {"KUBECONFIG": str(self.kubeconfig)}
 
     def describe(self) -> str:
-        return f"loopback control plane up in {self.startup_seconds:.1f} s"
+        where = "loopback" if self.address == LOOPBACK else self.address
+        return f"{where} control plane up in {self.startup_seconds:.1f} s"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         self.check_alive()
@@ -343,66 +342,22 @@ class ControlPlane:
     def get_json(self, path: str) -> Any:
         return self.request("GET", path)
 
-    def pods(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
-        query = f"?labelSelector={urllib.parse.quote(selector)}" if selector else ""
-        items: list[dict[str, Any]] = self.get_json(f"/api/v1/namespaces/{namespace}/pods{query}")["items"]
-        return items
-
-    def wait_for_pods(
-        self, namespace: str, count: int, timeout: float = 60.0, selector: str = ""
-    ) -> list[dict[str, Any]]:
-        """Wait until at least `count` Pods exist (admitted; Pending forever, there is no kubelet)."""
-
-        def enough() -> list[dict[str, Any]] | None:
-            self.check_alive()
-            pods = self.pods(namespace, selector)
-            return pods if len(pods) >= count else None
-
-        def status() -> str:
-            violations = "; ".join(self.pod_security_violations(namespace)) or "none"
-            return f"{len(self.pods(namespace, selector))} pods; Pod Security violations: {violations}"
-
-        found: list[dict[str, Any]] = wait(
-            enough, timeout, f"{count} pods in {namespace}", interval=0.5, status=status
-        )
-        return found
-
-    def pod_security_violations(self, namespace: str | None = None) -> list[str]:
-        """'Kind namespace/name: message' for each controller that Pod Security kept from creating Pods:
-        ReplicaSet conditions (ReplicaFailure/FailedCreate) and FailedCreate events (StatefulSets too)."""
-        scope = f"/namespaces/{namespace}" if namespace else ""
-        found: list[str] = []
-        for kind, path in (("ReplicaSet", "replicasets"), ("StatefulSet", "statefulsets")):
-            for item in self.get_json(f"/apis/apps/v1{scope}/{path}")["items"]:
-                for condition in item.get("status", {}).get("conditions") or []:
-                    if POD_SECURITY_MARK in condition.get("message", ""):
-                        meta = item["metadata"]
-                        found.append(f"{kind} {meta['namespace']}/{meta['name']}: {condition['message']}")
-        for event in self.get_json(f"/api/v1{scope}/events")["items"]:
-            if event.get("reason") == "FailedCreate" and POD_SECURITY_MARK in event.get("message", ""):
-                obj = event["involvedObject"]
-                found.append(f"{obj['kind']} {obj.get('namespace', '')}/{obj['name']}: {event['message']}")
-        return list(dict.fromkeys(found))  # the same failure shows as a condition and as events
-
-    def assert_pod_security(self, namespace: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Pods were admitted (at least `count` exist) and no controller reports a Pod Security denial."""
-        pods = self.wait_for_pods(namespace, count, timeout)
-        violations = self.pod_security_violations(namespace)
-        if violations:
-            raise ControlPlaneError("Pod Security denied pods:\n  " + "\n  ".join(violations))
-        return pods
-
     def listeners(self) -> list[tuple[str, str]]:
         """(process, local address) of every TCP listening socket our processes hold (from `ss`)."""
-        pids = {str(p.pid): p.name for p in self._group.processes}
-        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-        found = []
-        for line in out.splitlines():
-            fields = line.split()
-            for pid, name in pids.items():
-                if len(fields) >= 4 and f"pid={pid}," in line:
-                    found.append((name, fields[3]))
-        return found
+        return listeners(self._group.processes)
+
+
+def listeners(processes: Iterable[Process]) -> list[tuple[str, str]]:
+    """(process, local address) of every TCP listening socket `processes` hold (from `ss`)."""
+    pids = {str(p.pid): p.name for p in processes}
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        for pid, name in pids.items():
+            if len(fields) >= 4 and f"pid={pid}," in line:
+                found.append((name, fields[3]))
+    return found
 
 
 def _plain_get(url: str) -> bytes:
@@ -410,7 +365,7 @@ def _plain_get(url: str) -> bytes:
         return bytes(response.read())
 
 
-def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
+def sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
     # Unwind through the context manager, as Ctrl-C does, so the processes stop and the dir goes.
     raise SystemExit(128 + signum)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.e2e.cluster.control_plane import ControlPlane, ControlPlaneError
+from tests.e2e.cluster.pod_security import pod_security_violations, pods, wait_for_pods
 from tests.e2e.processes import LOOPBACK, wait
 
 NAMESPACE = "e2e-check"
@@ -134,10 +135,10 @@ def _exercise(cluster: ControlPlane, checks: Checks) -> None:
     )
 
     def good_pod() -> str:
-        pods = cluster.wait_for_pods(NAMESPACE, 1, timeout=60, selector="app=good")
-        phase = pods[0]["status"].get("phase")
+        good = wait_for_pods(cluster, NAMESPACE, 1, timeout=60, selector="app=good")
+        phase = good[0]["status"].get("phase")
         assert phase == "Pending", f"phase {phase}"
-        return f"{pods[0]['metadata']['name']} created, Pending (no kubelet)"
+        return f"{good[0]['metadata']['name']} created, Pending (no kubelet)"
 
     checks.run("restricted Deployment gets its Pod", good_pod)
 
@@ -146,11 +147,11 @@ def _exercise(cluster: ControlPlane, checks: Checks) -> None:
             prefix = f"{kind} {NAMESPACE}/{name}"
             found: list[str] = _until(
                 f"a Pod Security denial for {name}",
-                lambda: [v for v in cluster.pod_security_violations(NAMESPACE) if v.startswith(prefix)],
+                lambda: [v for v in pod_security_violations(cluster, NAMESPACE) if v.startswith(prefix)],
             )
-            pods = cluster.pods(NAMESPACE, f"app={name}")
-            assert not pods, f"{len(pods)} pods of {name} admitted"
-            assert all("good" not in v.split(":")[0] for v in cluster.pod_security_violations(NAMESPACE))
+            admitted = pods(cluster, NAMESPACE, f"app={name}")
+            assert not admitted, f"{len(admitted)} pods of {name} admitted"
+            assert all("good" not in v.split(":")[0] for v in pod_security_violations(cluster, NAMESPACE))
             return found[0][:150]
 
         return check

@@ -5,10 +5,11 @@
 For each stack: render pool.toml and translator.toml under the mock engine, check every key
 against the binaries' config structs (their crate sources), remap only cluster addresses and
 0.0.0.0 binds to 127.0.0.1, then run the binaries (built from crates.io by
-`tests/e2e/tools.sh sv2`) against a template-provider stand-in (fake-tp/ here) and read
-back, from logs, sockets and the monitoring API, that each value took effect; then the failure
-paths that the probes, restarts and alerts rely on, and the /metrics names that the alert rules
-and the dashboard query. Prints one line per check; raises (exit 1) on the first failure.
+`tests/e2e/tools.sh sv2`) against a template provider (template_providers.py: the real sv2-tp
+for signet, the fake-tp/ stand-in elsewhere) and read back, from logs, sockets and the
+monitoring API, that each value took effect; then the failure paths that the probes, restarts
+and alerts rely on, and the /metrics names that the alert rules and the dashboard query. Prints
+one line per check; raises (exit 1) on the first failure.
 
 The binaries are sv2-apps v0.3.0 code (crates pool_sv2/translator_sv2 0.2.0, commit 36562ad),
 not the v0.2.0 images the stacks deploy: see README.md here.
@@ -35,8 +36,11 @@ from tests.e2e.sv2_apps.config import (
     render,
     with_changes,
 )
+from tests.e2e.sv2_apps.template_providers import FakeTp, RealTp
 from tests.e2e.toolchain import binary
 from tests.support.constants import STACKS
+
+TemplateProvider = FakeTp | RealTp
 
 STARTUP = 15.0  # seconds for a binary to bind what it binds
 # Where the upstream behaviour each failure-path check expects is written down.
@@ -48,12 +52,6 @@ TRANSLATOR_NEEDS_UPSTREAM = _FACTS + "the-translator-listens-only-after-an-upstr
 def _expect(ok: bool, what: str) -> None:
     if not ok:
         raise E2EError(what)
-
-
-def start_tp(apps: Apps, port: int, public: str, secret: str) -> Process:
-    tp = apps.start("fake-tp", [binary("fake-tp"), f"{LOOPBACK}:{port}", public, secret])
-    tp.wait_for("listening on", STARTUP)
-    return tp
 
 
 def start_pool(apps: Apps, pool: dict[str, Any]) -> Process:
@@ -90,46 +88,42 @@ def pool_without_tp(apps: Apps, local: Local) -> str:
     )
 
 
-def pool_wrong_tp_key(apps: Apps, rendered: Rendered, local: Local) -> str:
+def pool_wrong_tp_key(apps: Apps, tp: TemplateProvider, local: Local) -> str:
     """A TP holding another valid authority key: the pool must refuse it (it checks `public_key`)."""
-    tp = start_tp(apps, local.tp_port, rendered.pool_public_key, rendered.pool["authority_secret_key"])
+    serving = tp.serve(right_key=False)
     pool = start_pool(apps, local.pool)
     code = pool.wait_exit(40)
     failed = pool.grep(r"Noise handshake failed")
     _expect(not pool.grep("Starting downstream server"), "pool took a TP with another authority key")
     _expect(bool(failed), f"pool logged no failed Noise handshake: {pool.tail()}")
     _expect("InvalidCertificate" in failed[0], f"pool refused the TP for another reason: {failed[0]}")
-    tp.stop()
     attempts = len(pool.grep("Connecting to template provider attempt="))
     return (
-        f"fake-tp signing with another valid authority key ({rendered.pool_public_key[:10]}…): "
-        f"{len(failed)} of {attempts} Noise handshakes failed with InvalidCertificate, exit {code}, "
-        f"SV2 port never opened"
+        f"{serving} (another valid authority key): {len(failed)} of {attempts} Noise handshakes "
+        f"failed with InvalidCertificate, exit {code}, SV2 port never opened"
     )
 
 
-def pool_up(apps: Apps, rendered: Rendered, local: Local) -> tuple[Process, Process, str]:
-    tp = start_tp(apps, local.tp_port, rendered.tp_public_key, rendered.tp_secret)
+def pool_up(apps: Apps, tp: TemplateProvider, rendered: Rendered, local: Local) -> tuple[Process, str]:
+    serving = tp.serve(right_key=True)
     pool = start_pool(apps, local.pool)
     listen = pool.wait_for(r"Starting downstream server at", STARTUP)
     wait(lambda: listening(local.pool_port) or None, STARTUP, f"pool on {LOOPBACK}:{local.pool_port}", [pool])
     setup = pool.wait_for(r"Building SetupConnection message to the Template Provider", STARTUP)
     _expect(f"socket={LOOPBACK}:{local.tp_port}" in setup, f"pool set up its TP at another address: {setup}")
-    _expect(bool(tp.grep("noise handshake completed")), "fake-tp saw no Noise handshake")
-    for message in ("SetupConnection protocol=TemplateDistributionProtocol", "CoinbaseOutputConstraints"):
-        tp.wait_for(message, STARTUP)
+    seen = tp.saw_pool()
     health = http(local.pool_monitoring, "/api/v1/health") or ""
     _expect('"ok"' in health, f"pool /api/v1/health answered {health!r}")
     glob = http_json(local.pool_monitoring, "/api/v1/global")
     _expect(glob.get("sv2_clients") is not None, f"pool /api/v1/global has no sv2_clients: {glob}")
     tp_address = local.pool["template_provider_type"]["Sv2Tp"]["address"]
     detail = (
-        f"{listen.split('INFO ', 1)[-1].strip()}; TP link at {tp_address} authenticated with "
-        f"public_key {rendered.tp_public_key[:10]}…, SetupConnection + CoinbaseOutputConstraints sent, "
-        f"template + prevhash received; monitoring {local.pool_monitoring} /api/v1/health ok, "
+        f"{serving}; {listen.split('INFO ', 1)[-1].strip()}; TP link at {tp_address} authenticated with "
+        f"public_key {rendered.tp_public_key[:10]}…, template + prevhash received ({seen}); "
+        f"monitoring {local.pool_monitoring} /api/v1/health ok, "
         f"/api/v1/global sv2_clients={glob['sv2_clients']}"
     )
-    return tp, pool, detail
+    return pool, detail
 
 
 def translator_without_pool(apps: Apps, local: Local) -> str:
@@ -261,10 +255,10 @@ def channel_values(rendered: Rendered, local: Local) -> str:
     )
 
 
-def link_loss(tp: Process, pool: Process, translator: Process) -> str:
+def link_loss(tp: TemplateProvider, pool: Process, translator: Process) -> str:
     """The TP goes away: the pool must exit (Kubernetes restarts it), then the translator."""
-    tp.popen.kill()
     start = time.monotonic()
+    killed = tp.kill()
     pool_code = pool.wait_exit(30)
     pool_after = time.monotonic() - start
     translator_code = translator.wait_exit(30)
@@ -274,7 +268,7 @@ def link_loss(tp: Process, pool: Process, translator: Process) -> str:
     )
     why = [line.split(": ", 1)[-1] for line in translator.grep("Couldn't perform fallback")]
     return (
-        f"fake-tp killed: pool exited {pool_code} after {pool_after:.1f} s; the translator, its only "
+        f"{killed}: pool exited {pool_code} after {pool_after:.1f} s; the translator, its only "
         f"upstream gone, exited {translator_code} after {translator_after:.1f} s ({''.join(why)[:60]})"
     )
 
@@ -300,11 +294,26 @@ def check(stack: str, report: Callable[[str], None] = lambda _: None) -> list[st
         ),
     )
     local = localise(rendered)
-    step("remap", "; ".join(str(change) for change in local.changes))
-    with Apps() as apps:
+    real = stack == "signet" and RealTp.available()
+    with Apps() as apps, RealTp(rendered, local) if real else FakeTp(apps, rendered, local) as tp:
+        why = (
+            ""
+            if real
+            else (
+                ": the chain binaries are not built (make e2e-tools)"
+                if stack == "signet"
+                else f": a {stack} sv2-tp serves nothing before its node has synced the network"
+            )
+        )
+        changes = local.changes + (tp.chain.changes if isinstance(tp, RealTp) else [])
+        step("remap", "; ".join(str(change) for change in changes))
+        step(
+            "template provider",
+            f"{tp.name}{why}" + (f"; {'; '.join(tp.started)}" if isinstance(tp, RealTp) else ""),
+        )
         step("pool without TP", pool_without_tp(apps, local))
-        step("pool with a wrong TP key", pool_wrong_tp_key(apps, rendered, local))
-        tp, pool, detail = pool_up(apps, rendered, local)
+        step("pool with a wrong TP key", pool_wrong_tp_key(apps, tp, local))
+        pool, detail = pool_up(apps, tp, rendered, local)
         step("pool-config", detail)
         step("translator without pool", translator_without_pool(apps, local))
         step("translator with a wrong pool key", translator_wrong_key(apps, rendered, local))

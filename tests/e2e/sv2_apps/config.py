@@ -302,7 +302,14 @@ def localise(rendered: Rendered) -> Local:
     if not _is_cluster(str(tp["address"]).rsplit(":", 1)[0]):
         raise E2EError(f"pool.toml TP address {tp['address']!r} is not a cluster address")
     where = "template_provider_type.Sv2Tp.address"
-    change("pool.toml", tp, "address", f"{LOOPBACK}:{local.tp_port}", "sv2-tp clusterIP → fake-tp", where)
+    change(
+        "pool.toml",
+        tp,
+        "address",
+        f"{LOOPBACK}:{local.tp_port}",
+        "sv2-tp clusterIP → the local template provider",
+        where,
+    )
     translator = local.translator
     if translator["downstream_address"] != "0.0.0.0":
         raise E2EError(f"translator.toml downstream_address = {translator['downstream_address']!r}")
