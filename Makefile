@@ -38,6 +38,6 @@ e2e:
 bench-e2e:
 	$(PY) -m tests.e2e.bench
 
-# The data plane on loopback (real node, sv2-tp, pool, translators) against an SV1 floor: ~15 min.
+# The data plane on loopback (real node, sv2-tp, pool, translators) against an SV1 floor: 10-13 min.
 bench-chain:
 	$(PY) -m tests.e2e.chain_bench.run

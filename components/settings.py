@@ -52,7 +52,7 @@ MIN_NODE_MEMORY_MIB: Final = 2048
 MAX_TP_INTERVAL_SECS: Final = 3600
 MAX_MONEY_SATS: Final = 21_000_000 * 100_000_000
 # Translator sizing (README's sizing table; make bench-chain measures it): a translator_sv2 0.2.0
-# replica survived 300-400 SV1 connections opened at once and broke at 400-500 (it drops miners
+# replica always survived 300 SV1 connections opened at once, 400 in some runs (it drops miners
 # whose queue on an internal 1,000-message channel lags), so a replica is sized for 200 miners,
 # which is what one replica takes at once when every miner reconnects after a pool restart.
 # docs/operations.md#sizing-translators

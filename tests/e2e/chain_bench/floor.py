@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import sys
 
+from tests.e2e.chain_bench.swarm import raise_file_limit
 from tests.e2e.processes import LOOPBACK
 
 # Sizes of a job the translator sends on the private signet (coinbase halves, no branch).
@@ -101,8 +101,7 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_file_limit()
     asyncio.run(serve(int(sys.argv[1])))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from tests.e2e.chain_bench.scaling import (
     storm,
 )
 from tests.e2e.chain_bench.stats import CpuMeter, Percentiles, cores
-from tests.e2e.chain_bench.swarm import Swarm
+from tests.e2e.chain_bench.swarm import Swarm, raise_file_limit
 from tests.e2e.processes import E2EError, free_port, listening, wait
 from tests.e2e.project import leftover_processes
 from tests.support.constants import ROOT, TEST_NETWORK_ADDRESS
@@ -57,12 +56,6 @@ STORM_FARM = 1000
 
 def say(section: str, text: str) -> None:
     print(f"bench-chain {section}: {text}", flush=True)
-
-
-def raise_file_limit() -> int:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class Bench:
@@ -196,6 +189,11 @@ def main() -> int:
         f"{os.cpu_count()} cores, {memory / 2**30:.0f} GiB, "
         f"load average {os.getloadavg()[0]:.1f}, "
         f"open files {limit}, {time.strftime('%Y-%m-%d')}",
+    )
+    say(
+        "stand-ins",
+        "the miners are simulated (asyncio connections that subscribe, authorize and wait for work; "
+        "they never hash), the floor is the bench's own SV1 server; everything else is the real binaries",
     )
     root = Path(tempfile.mkdtemp(prefix="sv2-bench-"))  # short: node.sock must fit in 108 bytes
     chain: Chain | None = None

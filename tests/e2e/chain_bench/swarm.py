@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,13 @@ from tests.e2e.processes import LOOPBACK, E2EError
 
 RETRY_SECONDS = 0.5
 SUBSCRIBE, AUTHORIZE = 1, 2
+
+
+def raise_file_limit() -> int:
+    """Open files up to the hard limit: a connection is a file, on either end."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def tip_of(sv1_prevhash: str) -> str:

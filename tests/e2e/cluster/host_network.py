@@ -5,7 +5,8 @@ load-balancer ranges to it; and a guard that drops whatever reaches those addres
 interface, so that nothing we run answers beyond this machine.
 
 Teardown deletes the bridge (its routes go with it) and every iptables chain of ours, of kube-proxy
-(KUBE-*) and of the CNI plugins (CNI-*), with the rules that jump to them, in IPv4 and IPv6.
+and kube-router (KUBE-*) and of the CNI plugins (CNI-*), with the rules that jump to them, in IPv4
+and IPv6; then kube-router's ipsets (KUBE-*, which those rules referred to).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ LOAD_BALANCER_SUBNET = "10.88.1.0/24"  # the load-balancer stand-in's pool; kube
 CNI_NETWORK = "sv2-e2e"
 GUARD_CHAIN = "SV2-E2E-GUARD"
 OWNED_CHAIN_PREFIXES = ("KUBE-", "CNI-", "SV2-E2E-")
+OWNED_IPSET_PREFIXES = ("KUBE-", "inet6:KUBE-")  # kube-router's (policy_enforcer.py)
 TABLES = ("raw", "mangle", "nat", "filter")
 FAMILIES = ("iptables", "ip6tables")
 
@@ -61,6 +64,7 @@ def conflicts() -> list[str]:
         if any(network.overlaps(ours) for ours in our_ranges()):
             found.append(f"route {destination} dev {route.get('dev', '?')} overlaps our ranges")
     found += [f"iptables {chain} exists" for chain in owned_iptables()]
+    found += [f"ipset {name} exists" for name in owned_ipsets()]
     return found
 
 
@@ -96,6 +100,11 @@ def down() -> list[str]:
                 _sweep(family, table)
             except E2EError as error:
                 failed.append(str(error))
+    for name in owned_ipsets():  # after the rules that refer to them
+        try:
+            output_of(["ipset", "destroy", name], timeout=30)
+        except E2EError as error:
+            failed.append(str(error))
     return failed
 
 
@@ -144,6 +153,14 @@ def owned_iptables() -> list[str]:
             found += [f"{family} {table} {chain}" for chain in chains]
             found += [f"{family} {table}: {rule}" for rule in jumps]
     return found
+
+
+def owned_ipsets() -> list[str]:
+    """Names of every owned ipset (none where the ipset tool is not installed)."""
+    if shutil.which("ipset") is None:
+        return []
+    names = output_of(["ipset", "list", "-name"], timeout=30).split()
+    return [name for name in names if name.startswith(OWNED_IPSET_PREFIXES)]
 
 
 def _owned(family: str, table: str) -> tuple[list[str], list[str]]:

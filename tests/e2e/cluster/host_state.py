@@ -8,7 +8,7 @@ create exist. At teardown `clean` unmounts whatever is still mounted under the w
 kubelet's tmpfs volumes, the pods' network namespaces, the containers' root filesystems), removes
 the pods' cgroups, writes the sysctls back and removes the host paths that were not there; then
 `leftovers` lists anything that remains: processes, mounts, interfaces, iptables chains and rules,
-sysctls, cgroups, paths. It must come out empty.
+ipsets, sysctls, cgroups, paths. It must come out empty.
 """
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ class HostState:
         found += [f"mount {m}" for m in self._mounts()]
         found += [f"interface {i}" for i in sorted(interfaces() - self.interfaces)]
         found += [f"iptables {rule}" for rule in host_network.owned_iptables()]
+        found += [f"ipset {name}" for name in host_network.owned_ipsets()]
         for name, value in self.sysctls.items():
             now = read_sysctl(name)
             if value is not None and now != value:

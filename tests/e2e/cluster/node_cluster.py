@@ -6,11 +6,13 @@
 
 On a bridge of its own (host_network.py): the control plane (control_plane.py) with kube-scheduler,
 the API server on the bridge's address; the local OCI registry (registry.py); containerd with its
-CRI and the CNI bridge (container_runtime.py); the kubelet and kube-proxy (node_agent.py). Two
+CRI and the CNI bridge (container_runtime.py); the kubelet and kube-proxy (node_agent.py); unless
+`network_policies=False`, kube-router's firewall controller, which enforces NetworkPolicies on the
+bridge (policy_enforcer.py; a plain bridge enforces none). Two
 stand-ins, named as such: a load-balancer controller that gives each LoadBalancer Service an address
 of its own which kube-proxy routes (load_balancer.py), and storage: hostPath PersistentVolumes in
 `volumes_dir`, made for a claim by `volume_for_claim`. Teardown removes every pod, stops it all,
-unmounts, deletes the bridge and the iptables chains, writes back the sysctls (host_state.py), and
+unmounts, deletes the bridge, the iptables chains and ipsets, writes back the sysctls (host_state.py), and
 fails when anything is left. Needs root, and the node piece of make e2e-tools. One at a time per host.
 
     .venv/bin/python -m tests.e2e.cluster.node_selftest   # its self-test
@@ -31,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.e2e.cluster import host_network, registry
+from tests.e2e.cluster import host_network, policy_enforcer, registry
 from tests.e2e.cluster.container_runtime import ContainerRuntime
 from tests.e2e.cluster.control_plane import ControlPlane, listeners, sigterm_to_exit
 from tests.e2e.cluster.host_state import SAVED, HostState
@@ -59,10 +61,13 @@ class NodeCluster:
         install_crds: bool = True,
         node_name: str = "sv2-e2e-node",
         start_timeout: float = 240.0,
+        network_policies: bool = True,
     ) -> None:
         """`workdir`: an absent or empty folder for everything it runs (kept after exit, emptied of
-        mounts); default a temp dir, removed after exit. CRDs as in ControlPlane."""
+        mounts); default a temp dir, removed after exit. CRDs as in ControlPlane. `network_policies`:
+        enforce NetworkPolicies (kube-router, the netpol piece of make e2e-tools), or not at all."""
         self._given_workdir = workdir
+        self.network_policies = network_policies
         self.crd_dir, self.install_crds = crd_dir, install_crds
         self.node_name, self.start_timeout = node_name, start_timeout
         self.workdir = Path()
@@ -73,6 +78,7 @@ class NodeCluster:
         self._group: ProcessGroup | None = None
         self._runtime: ContainerRuntime | None = None
         self._agent: NodeAgent | None = None
+        self._enforcer: Process | None = None
         self._host: HostState | None = None
         self._network_up = False
         self._old_sigterm: Any = None
@@ -84,6 +90,8 @@ class NodeCluster:
             raise NodeClusterError("the node cluster needs root (bridges, mounts, cgroups, iptables)")
         if absent := missing(*NEEDED, *NEEDED_TOO):
             raise NodeClusterError(f"missing {', '.join(absent)} (run: bash tests/e2e/tools.sh node)")
+        if self.network_policies and (absent := missing("kube-router")):
+            raise NodeClusterError(f"missing {absent[0]} (run: bash tests/e2e/tools.sh netpol)")
         if problems := host_network.conflicts():
             earlier = " ".join(map(str, previous_workdirs())) or "/tmp/sv2-e2e-node-*"
             raise NodeClusterError(
@@ -154,6 +162,10 @@ class NodeCluster:
         (self.workdir / "node").mkdir()
         self._agent.start_kubelet(group, deadline - time.monotonic())
         self._agent.start_proxy(group, deadline - time.monotonic())
+        if self.network_policies:
+            self._enforcer = policy_enforcer.start(
+                group, self.plane, self.node_name, deadline - time.monotonic()
+            )
         (self.workdir / "volumes").mkdir()
 
     def _crashes(self) -> list[str]:
@@ -182,6 +194,8 @@ class NodeCluster:
             agent.kubelet.stop()  # first, or it would restart the pods removed next
         if runtime is not None and runtime.process is not None and runtime.process.exit_code is None:
             failed += [f"pod sandbox {s}" for s in runtime.remove_all_pods()]
+        if self._enforcer is not None:
+            self._enforcer.stop()  # before the sweep of its chains and ipsets (host_network.down)
         if agent is not None and agent.proxy is not None:
             agent.proxy.stop()
             agent.proxy_cleanup()  # whatever it misses, host_network.down sweeps
@@ -221,8 +235,15 @@ class NodeCluster:
         return (
             f"node cluster on {host_network.BRIDGE} {host_network.GATEWAY} up in {self.startup_seconds:.1f} s"
             f" (node {self.node_name}, registry {self.registry}, load-balancer stand-in pool"
-            f" {host_network.LOAD_BALANCER_SUBNET}, hostPath storage stand-in)"
+            f" {host_network.LOAD_BALANCER_SUBNET}, hostPath storage stand-in; {self.enforcement})"
         )
+
+    @property
+    def enforcement(self) -> str:
+        """What enforces NetworkPolicies here."""
+        if self.network_policies:
+            return f"NetworkPolicies enforced by {policy_enforcer.NAME}"
+        return "NetworkPolicies not enforced (plain bridge)"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         self.check_alive()
@@ -322,7 +343,8 @@ def previous_workdirs() -> list[Path]:
 def recover(workdir: Path) -> list[str]:
     """The teardown of a cluster whose harness was killed (SIGKILL: its kubelet, containerd and
     control plane died with it, the shims and containers did not): kills those, unmounts, removes
-    cgroups, writes the saved sysctls back, deletes the bridge and the chains; returns what is left."""
+    cgroups, writes the saved sysctls back, deletes the bridge, the chains and the ipsets; returns what
+    is left."""
     host = HostState.load(workdir)
     killed = host.kill_processes()
     failed = host.clean() + host_network.down()

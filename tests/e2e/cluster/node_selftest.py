@@ -7,9 +7,10 @@ containerd, pushed to the local registry and forgotten, so that the kubelet must
 bridge. A restricted Deployment of it (uid 10001, read-only root, no capabilities, seccomp
 RuntimeDefault, an emptyDir at /tmp, a claim on the storage stand-in) becomes Ready; another pod and
 the host reach it through its ClusterIP Service, the host through the address the load-balancer
-stand-in gave its LoadBalancer Service; kubectl exec and logs work; nothing listens beyond the bridge
-and loopback. After the teardown nothing may be left; then each kind of leftover is planted on
-purpose and the check must name it. Exits non-zero when a check fails.
+stand-in gave its LoadBalancer Service; kubectl exec and logs work; NetworkPolicies are enforced
+(policy_selftest.py); nothing listens beyond the bridge and loopback. After the teardown nothing
+may be left; then each kind of leftover is planted on purpose and the check must name it. Exits
+non-zero when a check fails.
 """
 
 from __future__ import annotations
@@ -25,67 +26,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import host_network, host_state
+from tests.e2e.cluster import host_network, host_state, policy_selftest
 from tests.e2e.cluster.control_plane import FIRST_SERVICE_IP
 from tests.e2e.cluster.control_plane_selftest import Checks
 from tests.e2e.cluster.node_cluster import CGROUP, NodeCluster
-from tests.e2e.cluster.oci_image import Rootfs, write_image
+from tests.e2e.cluster.probe_pod import PAGE, UID, busybox_image, pod_spec, sleeper
 from tests.e2e.processes import LOOPBACK, wait
 
 NAMESPACE = "e2e-node-check"
-UID = 10001
-PAGE = b"sv2-e2e node self-test\n"
-BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (make e2e-tools installs it)
-# What the checks run in the containers (its wget crashes, static: nc speaks HTTP instead).
-APPLETS = ("sh", "httpd", "sleep", "id", "touch", "cat", "nc", "printf")
-
-
-def busybox_image(archive: Path, reference: str) -> None:
-    rootfs = Rootfs(
-        folders={"/bin": 0o755, "/tmp": 0o1777, "/www": 0o755, "/data": 0o755},
-        files={"/bin/busybox": (BUSYBOX, 0o755), "/www/index.html": (PAGE, 0o644)},
-        links={f"/bin/{applet}": "busybox" for applet in APPLETS},
-    )
-    write_image(archive, reference, rootfs, ["/bin/busybox"], user=str(UID))
 
 
 def manifests(image: str) -> list[dict[str, Any]]:
-    security = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    pod_security = {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-    def pod_spec(
-        args: list[str], mounts: dict[str, tuple[str, dict[str, Any]]], **extra: Any
-    ) -> dict[str, Any]:
-        """A restricted pod of one container; `mounts`: volume name to (path, source)."""
-        container = {
-            "name": "main",
-            "image": image,
-            "imagePullPolicy": "Always",
-            "args": args,
-            "securityContext": security,
-            "volumeMounts": [{"name": name, "mountPath": path} for name, (path, _) in mounts.items()],
-            **extra,
-        }
-        return {
-            "securityContext": pod_security,
-            "terminationGracePeriodSeconds": 1,  # busybox as PID 1 ignores SIGTERM
-            "automountServiceAccountToken": True,  # a projected token: a tmpfs the teardown must unmount
-            "containers": [container],
-            "volumes": [{"name": name, **source} for name, (_, source) in mounts.items()],
-        }
-
     tmp: tuple[str, dict[str, Any]] = ("/tmp", {"emptyDir": {}})
     web_labels = {"app": "web"}
     web = pod_spec(
+        image,
         ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
         {"tmp": tmp, "data": ("/data", {"persistentVolumeClaim": {"claimName": "data"}})},
         readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
@@ -112,12 +67,7 @@ def manifests(image: str) -> list[dict[str, Any]]:
                 "template": {"metadata": {"labels": web_labels}, "spec": web},
             },
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "client", "namespace": NAMESPACE},
-            "spec": pod_spec(["sleep", "3600"], {"tmp": tmp}),
-        },
+        sleeper("client", NAMESPACE, image),
         _service("web", "ClusterIP", 80),
         _service("web-lb", "LoadBalancer", 8080),
     ]
@@ -273,6 +223,7 @@ def _exercise(cluster: NodeCluster, checks: Checks) -> None:
         return f"{len(log.splitlines())} lines of httpd's log"
 
     checks.run("kubectl logs", logs)
+    policy_selftest.check(cluster, checks, NAMESPACE, image)
 
     def claim_again() -> str:
         cluster.kubectl("delete", "deployment", "web", f"-n={NAMESPACE}", "--wait=true")
@@ -315,6 +266,7 @@ def _planted(cluster: NodeCluster) -> str:
         (f"mount {folder / 'mounted'}", ["mount", "-t", "tmpfs", "tmpfs", str(folder / "mounted")]),
         ("interface sv2e2e-left", ["ip", "link", "add", "sv2e2e-left", "type", "bridge"]),
         ("KUBE-SELFTEST-LEFT", ["iptables", "-t", "filter", "-N", "KUBE-SELFTEST-LEFT"]),
+        ("ipset KUBE-SELFTEST-LEFT", ["ipset", "create", "KUBE-SELFTEST-LEFT", "hash:ip"]),
         (f"cgroup {cgroup}", ["mkdir", str(cgroup)]),
     ]
     try:
@@ -333,6 +285,7 @@ def _planted(cluster: NodeCluster) -> str:
             ["umount", str(folder / "mounted")],
             ["ip", "link", "del", "sv2e2e-left"],
             ["iptables", "-t", "filter", "-X", "KUBE-SELFTEST-LEFT"],
+            ["ipset", "destroy", "KUBE-SELFTEST-LEFT"],
             ["rmdir", str(cgroup)],
         ):
             subprocess.run(command, check=False, capture_output=True)

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from components import image_contract, workload
-from sv1_probe.probe import probe
-from tests.e2e.chain.check import CHAIN_SETTINGS, MINE_TIMEOUT
+from tests.e2e.chain.check import CHAIN_SETTINGS
+from tests.e2e.chain.node import Stored, read_stored
 from tests.e2e.cluster.connect import Kube
 from tests.e2e.cluster.node_cluster import NodeCluster
 from tests.e2e.images import builds
@@ -42,7 +42,6 @@ from tests.e2e.images.engine import docker_engine
 from tests.e2e.pods import faults
 from tests.e2e.pods.stack import (
     CLAIM,
-    JOB_TIMEOUT,
     NAMESPACE,
     NODE_CONTAINER,
     NODE_POD,
@@ -51,6 +50,7 @@ from tests.e2e.pods.stack import (
     Pods,
     all_ready,
     job_at,
+    mine,
     summary,
 )
 from tests.e2e.processes import E2EError, wait
@@ -123,7 +123,7 @@ def up(pods: Pods, base: str, apps: dict[str, str]) -> tuple[float, list[str]]:
     ]
 
 
-def ready(pods: Pods) -> list[str]:
+def ready(pods: Pods, stored: Stored) -> list[str]:
     """The pool and translators Ready, both node processes running. The node itself is Ready only
     once out of initial block download, which a private signet leaves at its first block: until
     then the template provider's Service routes to it unready (README, "A signet that can mine")."""
@@ -142,9 +142,8 @@ def ready(pods: Pods) -> list[str]:
     )
     tp_ip = pods.get("service", "bitcoin-signet-tp")["spec"]["clusterIP"]
     pool_ip = pods.get("service", workload.POOL)["spec"]["clusterIP"]
-    pool_toml = pods.get("configmap", "pool-config")["data"]["pool.toml"]
-    translator_toml = pods.get("configmap", "translator-config")["data"]["translator.toml"]
-    if f'"{tp_ip}:' not in pool_toml or f'"{pool_ip}"' not in translator_toml:
+    pool, translator = json.dumps(stored.pool), json.dumps(stored.translator)
+    if f'"{tp_ip}:' not in pool or f'"{pool_ip}"' not in translator:
         raise E2EError(f"the stored configs do not dial the Services' addresses (TP {tp_ip}, pool {pool_ip})")
     return [
         summary(found),
@@ -184,16 +183,7 @@ def first_job(pods: Pods, up_started: float) -> list[str]:
 
 def block(pods: Pods) -> list[str]:
     payout = pods.config("payoutAddress")
-    result = probe(pods.miners_url, mine=True, timeout=JOB_TIMEOUT, mine_timeout=MINE_TIMEOUT)
-    assert result.share is not None  # probe() raises unless a share was accepted
-    found = result.share["hash"]
-    wait(
-        lambda: pods.cli("getbestblockhash") == found or None,
-        30,
-        f"the probe's block {found} as the node's tip",
-        interval=1,
-        status=lambda: f"tip {pods.cli('getbestblockhash')}",
-    )
+    result, found = mine(pods)
     coinbase = json.loads(pods.cli("getblock", found, "2"))["tx"][0]
     paid = coinbase["vout"][0]["scriptPubKey"].get("address")
     if paid != payout:
@@ -219,7 +209,7 @@ def steps(runner: StepRunner, pods: Pods) -> None:
             up_started, found = up(pods, base, apps)
             details += found
         with runner.step(STACK, "ready") as details:
-            details += ready(pods)
+            details += ready(pods, read_stored(runner.assertions, NAMESPACE))
         with runner.step(STACK, "first job") as details:
             details += first_job(pods, up_started)
         with runner.step(STACK, "block") as details:
@@ -240,7 +230,7 @@ def check(
     node cluster's teardown then fails the stage if anything of it is left on the host."""
     workdir = Path(tempfile.mkdtemp(prefix="sv2-e2e-pods-"))
     started = time.monotonic()
-    cluster = NodeCluster(workdir / "cluster")
+    cluster = NodeCluster(workdir / "cluster", network_policies=False)
     passed = failed = 0
     try:
         with cluster, docker_engine(workdir / "docker", insecure_registry=cluster.registry) as docker:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from components import image_contract
-from sv1_probe.probe import parse_url, probe
-from tests.e2e.chain.check import previous
+from sv1_probe.probe import ProbeResult, parse_url, probe
+from tests.e2e.chain.check import MINE_TIMEOUT, previous
 from tests.e2e.cluster.node_cluster import NodeCluster
 from tests.e2e.images.engine import Docker
 from tests.e2e.processes import wait
@@ -117,3 +117,19 @@ def job_at(url: str, timeout: float = JOB_TIMEOUT) -> tuple[float, str]:
 
     prevhash = wait(attempt, timeout, f"a job at {url}", interval=1)
     return time.monotonic() - started, prevhash
+
+
+def mine(pods: Pods) -> tuple[ProbeResult, str]:
+    """The operator's probe mines through the load balancer until a share is accepted; every share
+    is a block here (CHAIN_SETTINGS), which must become the node's tip. The result and its hash."""
+    result = probe(pods.miners_url, mine=True, timeout=JOB_TIMEOUT, mine_timeout=MINE_TIMEOUT)
+    assert result.share is not None  # probe() raises unless a share was accepted
+    found = str(result.share["hash"])
+    wait(
+        lambda: pods.cli("getbestblockhash") == found or None,
+        30,
+        f"the probe's block {found} as the node's tip",
+        interval=1,
+        status=lambda: f"tip {pods.cli('getbestblockhash')}",
+    )
+    return result, found
