@@ -31,7 +31,7 @@ from tests.e2e.cluster.control_plane import FIRST_SERVICE_IP
 from tests.e2e.cluster.control_plane_selftest import Checks
 from tests.e2e.cluster.node_cluster import CGROUP, NodeCluster
 from tests.e2e.cluster.probe_pod import PAGE, UID, busybox_image, pod_spec, sleeper
-from tests.e2e.processes import LOOPBACK, wait
+from tests.e2e.processes import LOOPBACK, output_of, wait
 
 NAMESPACE = "e2e-node-check"
 
@@ -148,7 +148,21 @@ def _exercise(cluster: NodeCluster, checks: Checks) -> None:
         pods = json.loads(cluster.kubectl("get", "pods", f"-n={NAMESPACE}", "-o", "json"))["items"]
         pulled = [p["status"]["containerStatuses"][0]["imageID"] for p in pods]
         assert all(i.startswith(f"{cluster.registry}/e2e/busybox@sha256:") for i in pulled), pulled
-        return f"{len(pods)} pods in {time.monotonic() - applied:.1f} s, image pulled from the registry"
+        took = time.monotonic() - applied
+        # A connect made before kube-proxy programs the endpoint keeps an un-NATed conntrack entry
+        # and times out; with kube-router's syncs beside it, kube-proxy can take a few seconds.
+        web_ip = next(
+            p["status"]["podIP"] for p in pods if p["metadata"].get("labels", {}).get("app") == "web"
+        )
+        _until(
+            "kube-proxy's DNAT to the web pod",
+            lambda: f"--to-destination {web_ip}:8080" in output_of(["iptables-save", "-t", "nat"]),
+        )
+        programmed = time.monotonic() - applied - took
+        return (
+            f"{len(pods)} pods in {took:.1f} s, image pulled from the registry; kube-proxy's rules for"
+            f" the web pod {programmed:.1f} s later"
+        )
 
     checks.run("restricted pods Ready", ready)
     web = cluster.kubectl(

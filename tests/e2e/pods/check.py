@@ -40,6 +40,7 @@ from tests.e2e.cluster.node_cluster import NodeCluster
 from tests.e2e.images import builds
 from tests.e2e.images.engine import docker_engine
 from tests.e2e.pods import faults
+from tests.e2e.pods.network_policies import forbidden_flow_refused
 from tests.e2e.pods.stack import (
     CLAIM,
     NAMESPACE,
@@ -98,17 +99,17 @@ def images(pods: Pods) -> tuple[str, dict[str, str], list[str]]:
     return base, pushed, details
 
 
-def up(pods: Pods, base: str, apps: dict[str, str]) -> tuple[float, list[str]]:
-    """`pulumi up`, building the node image from the project copy's docker/bitcoin-node; returns
-    when it started (for the time to the first job) and the step's details."""
+def up(
+    pods: Pods, base: str, apps: dict[str, str], releases: builds.ChainReleases
+) -> tuple[float, list[str]]:
+    """`pulumi up`, building the node image from the project copy's docker/bitcoin-node (the
+    releases staged there); returns when it started (for the time to the first job) and details."""
     project, cluster = pods.project, pods.cluster
-    context = project.dir / image_contract.BUILD_CONTEXT
-    with builds.staged_releases(context) as releases:
-        settings = stack_settings(cluster.registry, base, apps, releases)
-        project.init_stack(STACK, ROOT / "Pulumi.signet.yaml", settings)
-        cluster.volume_for_claim(NAMESPACE, CLAIM, size="30Gi", owner_uid=image_contract.UID)
-        started = time.monotonic()
-        outcome = project.up(STACK)
+    settings = stack_settings(cluster.registry, base, apps, releases)
+    project.init_stack(STACK, ROOT / "Pulumi.signet.yaml", settings)
+    cluster.volume_for_claim(NAMESPACE, CLAIM, size="30Gi", owner_uid=image_contract.UID)
+    started = time.monotonic()
+    outcome = project.up(STACK)
     pods.miners_url = project.run("stack", "output", "minersUrl", stack=STACK).stdout.strip()
     node_image = project.run("stack", "output", "nodeImage", stack=STACK).stdout.strip()
     if not node_image.startswith(f"{cluster.registry}/"):
@@ -202,11 +203,20 @@ def steps(runner: StepRunner, pods: Pods) -> None:
     with runner.step(STACK, "images") as details:
         base, apps, found = images(pods)
         details += found
+    # Staged for the whole stage: every `pulumi up` that (re)creates the image builds from them.
+    with builds.staged_releases(pods.project.dir / image_contract.BUILD_CONTEXT) as releases:
+        stack(runner, pods, base, apps, releases)
+
+
+def stack(
+    runner: StepRunner, pods: Pods, base: str, apps: dict[str, str], releases: builds.ChainReleases
+) -> None:
+    """The stack's steps, from `up` to `destroy`."""
     stack_made = False
     try:
         with runner.step(STACK, "up") as details:
             stack_made = True
-            up_started, found = up(pods, base, apps)
+            up_started, found = up(pods, base, apps, releases)
             details += found
         with runner.step(STACK, "ready") as details:
             details += ready(pods, read_stored(runner.assertions, NAMESPACE))
@@ -214,6 +224,8 @@ def steps(runner: StepRunner, pods: Pods) -> None:
             details += first_job(pods, up_started)
         with runner.step(STACK, "block") as details:
             details += block(pods)
+        with runner.step(STACK, "network policies") as details:
+            details += forbidden_flow_refused(pods.cluster, NAMESPACE)
         for name, fault in faults.FAULTS:
             with runner.step(STACK, name) as details:
                 details += fault(pods)
@@ -230,7 +242,7 @@ def check(
     node cluster's teardown then fails the stage if anything of it is left on the host."""
     workdir = Path(tempfile.mkdtemp(prefix="sv2-e2e-pods-"))
     started = time.monotonic()
-    cluster = NodeCluster(workdir / "cluster", network_policies=False)
+    cluster = NodeCluster(workdir / "cluster")
     passed = failed = 0
     try:
         with cluster, docker_engine(workdir / "docker", insecure_registry=cluster.registry) as docker:
