@@ -1,4 +1,4 @@
-"""The pods stage's faults, each with what was observed (docs/operations.md#what-a-failure-looks-like):
+"""The pods stage's faults, each with what was observed (docs/operations.md#the-same-failures-as-pods):
 
 pool deleted         while miners are connected: what the connected miner sees, and how long
                      until a miner has work again through the load balancer
@@ -175,7 +175,7 @@ def node_killed(pods: Pods) -> list[str]:
     ]
     if int(after) < int(height):
         # SIGKILL loses the blocks not yet flushed; a private signet has no peer to give them
-        # back (docs/operations.md#what-a-failure-looks-like): the stage mines on.
+        # back (docs/operations.md#the-same-failures-as-pods): the stage mines on.
         _, found = mine(pods)
         details.append(
             f"SIGKILL lost {int(height) - int(after)} unflushed block(s); mined {found[:16]}… again"
