@@ -4,7 +4,8 @@ upstreams, tolerations) that settings are made of. components/settings.py assemb
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Final, Literal
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -266,3 +267,15 @@ class Toleration(Model):
         if self.toleration_seconds is not None and self.effect != "NoExecute":
             raise ValueError("tolerationSeconds needs effect NoExecute")
         return self
+
+
+def bare_type(annotation: Any) -> Any:
+    """The type under Optional[...] and Annotated[...], or None for a real union."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation = members[0]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation

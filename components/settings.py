@@ -8,11 +8,9 @@ type, default (fixed or per network) and description. README's settings referenc
 
 import re
 from collections.abc import Callable, Mapping
-from types import UnionType
-from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from components.networks import NETWORKS, NetworkFacts, pruned_storage
 from components.placement import Placement
@@ -35,6 +33,7 @@ from components.setting_types import (
     Toleration,
     Upstream,
     annotations_check,
+    bare_type,
     cidr_check,
     coinbase_tag_check,
     host_check,
@@ -452,57 +451,3 @@ class Settings(Model):
 def translator_replicas_for(miners: int, per_replica: int) -> int:
     """Replicas that keep each at or under `per_replica` miners, and never fewer than two."""
     return max(MIN_TRANSLATORS, -(-miners // per_replica))
-
-
-SECRET_SETTINGS: Final = {
-    "registryPassword": "Registry password for the node image (set with --secret).",
-}
-
-
-def field_info(key: str) -> tuple[str, str]:
-    """(description, accepted) of a setting, by its camelCase key."""
-    for name, info in Settings.model_fields.items():
-        if info.alias == key or to_camel(name) == key:
-            extra = info.json_schema_extra
-            accepted = str(extra.get("accepted", "")) if isinstance(extra, dict) else ""
-            return info.description or "", accepted
-    return "", ""
-
-
-def bare_type(annotation: Any) -> Any:
-    """The type under Optional[...] and Annotated[...], or None for a real union."""
-    if get_origin(annotation) in (Union, UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        if len(members) != 1:
-            return None
-        annotation = members[0]
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
-
-
-def _structured_keys() -> dict[str, Any]:
-    """Keys whose values are lists, maps or objects, with their bare types."""
-    keys = {}
-    for name, info in Settings.model_fields.items():
-        bare = bare_type(info.annotation)
-        if get_origin(bare) in (dict, tuple) or (isinstance(bare, type) and issubclass(bare, BaseModel)):
-            keys[info.alias or to_camel(name)] = bare
-    return keys
-
-
-STRUCTURED_KEYS: Final = _structured_keys()
-# Container resources: a partial object (`config set --path 'sv2-k8s:nodeResources.limits.memory'`)
-# overrides only the amounts it names.
-MERGED_KEYS: Final = {key for key, bare in STRUCTURED_KEYS.items() if bare is Resources}
-ALL_KEYS: Final = {info.alias or to_camel(n) for n, info in Settings.model_fields.items()} | set(
-    SECRET_SETTINGS
-)
-
-
-def field_default(key: str) -> Any:
-    for name, info in Settings.model_fields.items():
-        if (info.alias or to_camel(name)) == key:
-            default = info.get_default(call_default_factory=True)
-            return default.model_dump() if isinstance(default, BaseModel) else default
-    raise KeyError(key)

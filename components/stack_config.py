@@ -14,19 +14,21 @@ from pydantic import ValidationError
 from components.addresses import accepted_address_forms, address_problem
 from components.networks import NETWORKS, minimum_storage
 from components.quantities import mebibytes, parse_quantity
-from components.setting_types import HEX
-from components.settings import (
+from components.setting_keys import (
     ALL_KEYS,
     MERGED_KEYS,
+    SECRET_SETTINGS,
+    STRUCTURED_KEYS,
+    field_default,
+    field_info,
+)
+from components.setting_types import HEX
+from components.settings import (
     MIN_NODE_MEMORY_MIB,
     MIN_PRUNE_MIB,
     PER_NETWORK_DEFAULTS,
     PROJECT,
-    SECRET_SETTINGS,
-    STRUCTURED_KEYS,
     Settings,
-    field_default,
-    field_info,
 )
 
 

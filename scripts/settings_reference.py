@@ -14,13 +14,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from components.networks import NETWORKS, PRUNED_OVERHEAD_GIB
-from components.settings import (
-    PER_NETWORK_DEFAULTS,
-    SECRET_SETTINGS,
-    Settings,
-    bare_type,
-    field_info,
-)
+from components.setting_keys import SECRET_SETTINGS, field_info
+from components.setting_types import bare_type
+from components.settings import PER_NETWORK_DEFAULTS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import ALL_KEYS, SECRET_SETTINGS, STRUCTURED_KEYS
+from components.setting_keys import ALL_KEYS, SECRET_SETTINGS, STRUCTURED_KEYS
 from scripts.settings_reference import main as settings_reference
 from tests.support.constants import ROOT, STACKS
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.settings import ALL_KEYS
+from components.setting_keys import ALL_KEYS
 from components.stack_config import SettingsError
 from tests.support.constants import STACKS
 from tests.support.harness import run_stack

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from components.networks import NETWORKS, minimum_storage
 from components.quantities import parse_quantity
-from components.settings import ALL_KEYS
+from components.setting_keys import ALL_KEYS
 from tests.support.constants import EXAMPLE_AUTHORITY_PUBKEY, MAINNET_ADDRESSES, TEST_NETWORK_ADDRESSES
 
 BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
