@@ -257,7 +257,7 @@ class BitcoinNode(pulumi.ComponentResource):
                 name,
                 COMPONENT,
                 placement,
-                {**workload.SKIP_AWAIT, "sv2-k8s/pruned": str(settings.pruned).lower()},
+                {**workload.WORKLOAD_AWAIT, "sv2-k8s/pruned": str(settings.pruned).lower()},
             ),
             spec={
                 "replicas": 1,

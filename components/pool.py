@@ -65,7 +65,7 @@ class Pool(pulumi.ComponentResource):
         )
         k8s.apps.v1.Deployment(
             name,
-            metadata=workload.metadata(name, COMPONENT, settings.placement, workload.SKIP_AWAIT),
+            metadata=workload.metadata(name, COMPONENT, settings.placement, workload.WORKLOAD_AWAIT),
             spec={
                 "replicas": 1,
                 # Never two pools at once: both would hand out the same search space.

@@ -60,7 +60,7 @@ class Translator(pulumi.ComponentResource):
         )
         deployment = k8s.apps.v1.Deployment(
             name,
-            metadata=workload.metadata(name, COMPONENT, settings.placement, workload.SKIP_AWAIT),
+            metadata=workload.metadata(name, COMPONENT, settings.placement, workload.WORKLOAD_AWAIT),
             spec={
                 # No `replicas`: the HPA owns it, and an update must not reset it.
                 "selector": {"matchLabels": workload.selector_labels(COMPONENT)},

@@ -22,6 +22,11 @@ CONFIG_HASH_ANNOTATION: Final = "sv2-k8s/config-hash"
 # `pulumi up` must not wait for it. Objects that would block carry this.
 # docs/upstream-behaviour.md#pulumi-kubernetes-waits-for-readiness-unless-annotated
 SKIP_AWAIT: Final = {"pulumi.com/skipAwait": "true"}
+# skipAwait also ends a workload's delete at once, and the provider deletes in the foreground: the
+# object stays "being deleted" until its pods are gone (the node's take minutes), so an `up` right
+# after `destroy` failed to create it. In the background the object goes at once and its
+# controller's pods after it. docs/upstream-behaviour.md#pulumi-kubernetes-deletes-workloads-in-the-foreground
+WORKLOAD_AWAIT: Final = {**SKIP_AWAIT, "pulumi.com/deletionPropagationPolicy": "background"}
 SCRATCH_VOLUME: Final = "tmp"
 # Services with a port of this name carry METRICS_LABEL, which ServiceMonitors select on: the
 # translator's miners' Service shares its component labels with the metrics one.

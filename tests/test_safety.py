@@ -206,6 +206,10 @@ def test_await_rule_per_kind(stack: str, runs: dict[str, Run]) -> None:
     assert kinds.count("StatefulSet") == 1 and kinds.count("Deployment") == 2
     for manifest in find(run, "StatefulSet") + find(run, "Deployment"):
         assert _annotations(manifest).get("pulumi.com/skipAwait") == "true", manifest["metadata"]["name"]
+        # skipAwait ends the delete at once: deleted in the foreground, the object would still be
+        # there for an `up` right after `destroy` (docs/upstream-behaviour.md).
+        policy = _annotations(manifest).get("pulumi.com/deletionPropagationPolicy")
+        assert policy == "background", manifest["metadata"]["name"]
     by_type: dict[str, list[str]] = {}
     for service in find(run, "Service"):
         by_type.setdefault(service["spec"]["type"], []).append(service["metadata"]["name"])
