@@ -166,7 +166,7 @@ def node_killed(pods: Pods) -> list[str]:
     if not fatal:
         raise E2EError("the node container's last log has no run-supervisord line saying why it exited")
     restarted = time.monotonic() - started
-    after = wait(lambda: pods.cli("getblockcount") or None, 120, "the restarted node's RPC", interval=1)
+    after = pods.cli_when_up("getblockcount")
     details = [
         f"container exited {ended['exitCode']} ({ended.get('reason', '')}) and was restarted "
         f"{restarted:.0f} s after the first kill",
@@ -217,7 +217,7 @@ def same_chain(pods: Pods, height: str, tip: str, claim: str) -> list[str]:
     now = pods.get("persistentvolumeclaim", CLAIM)["metadata"]["uid"]
     if now != claim:
         raise E2EError(f"the claim {CLAIM} is now {now}, was {claim}")
-    again = wait(lambda: pods.cli("getbestblockhash") or None, 60, "the node's RPC")
+    again = pods.cli_when_up("getbestblockhash")
     if (pods.cli("getblockcount"), again) != (height, tip):
         raise E2EError(f"the chain is at {pods.cli('getblockcount')} {again}, was {height} {tip}")
     return [f"same claim {claim[:8]}…", f"chain intact at height {height} ({tip[:16]}…)"]

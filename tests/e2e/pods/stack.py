@@ -13,7 +13,7 @@ from sv1_probe.probe import ProbeResult, parse_url, probe
 from tests.e2e.chain.check import MINE_TIMEOUT, previous
 from tests.e2e.cluster.node_cluster import NodeCluster
 from tests.e2e.images.engine import Docker
-from tests.e2e.processes import wait
+from tests.e2e.processes import E2EError, wait
 from tests.e2e.project import Project
 from tests.support.constants import PROJECT
 
@@ -52,6 +52,18 @@ class Pods:
             *args,
             container=NODE_CONTAINER,
         ).strip()
+
+    def cli_when_up(self, *args: str, timeout: float = 120) -> str:
+        """bitcoin-cli once the node answers (after a restart its RPC takes a while: kubectl exec
+        fails until then, or the container is not even there yet)."""
+
+        def answer() -> str | None:
+            try:
+                return self.cli(*args) or None
+            except E2EError:
+                return None
+
+        return wait(answer, timeout, f"the node's answer to {' '.join(args)}", interval=1)
 
     def pods(self, component: str = "", selector: str = "") -> list[dict[str, Any]]:
         """The namespace's pods not being deleted: of one component, or matching a label selector."""
