@@ -92,10 +92,11 @@ class StepRunner(Protocol):
     def step(self, stack: str, name: str) -> AbstractContextManager[list[str]]: ...
 
 
-def subscribe(port: int) -> Session:
-    """An SV1 connection held open (subscribed, authorized) that keeps the translator's channel."""
-    session = Session(LOOPBACK, port, STARTUP, lambda _: None)
-    reply = session.call("mining.subscribe", ["sv2-k8s-e2e-chain/1"])
+def subscribe(port: int, host: str = LOOPBACK) -> Session:
+    """An SV1 connection held open (subscribed, authorized, with a job) that keeps the translator's
+    channel."""
+    session = Session(host, port, STARTUP, lambda _: None)
+    reply = session.call("mining.subscribe", ["sv2-k8s-e2e/1"])
     _, session.extranonce1, session.extranonce2_size = reply["result"][:3]
     session.call("mining.authorize", ["e2e-held", "x"])
     while not session.jobs:

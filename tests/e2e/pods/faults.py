@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from components import workload
 from sv1_probe.probe import ProbeError, Session
+from tests.e2e.chain.check import subscribe
 from tests.e2e.pods.stack import (
     CLAIM,
     NAMESPACE,
@@ -34,7 +35,6 @@ from tests.e2e.pods.stack import (
 )
 from tests.e2e.processes import E2EError, wait
 
-HOLD_TIMEOUT = 30.0
 # Kill bitcoin-node each time it is up, from inside the container (same user, no tools needed):
 # supervisord counts a start that dies within startsecs as failed, and gives up after
 # startretries of them (docker/bitcoin-node/supervisord.conf).
@@ -43,18 +43,6 @@ KILL_LOOP = (
     'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = bitcoin-node ] && kill -9 ${d#/proc/}; done; '
     "sleep 0.2; done"
 )
-
-
-def held(pods: Pods) -> Session:
-    """A miner's SV1 connection through the load balancer, subscribed, authorized, with a job."""
-    host, port = pods.miners
-    session = Session(host, port, HOLD_TIMEOUT, lambda _: None)
-    reply = session.call("mining.subscribe", ["sv2-k8s-e2e-pods/1"])
-    _, session.extranonce1, session.extranonce2_size = reply["result"][:3]
-    session.call("mining.authorize", ["e2e-held", "x"])
-    while not session.jobs:
-        session.pump("waiting for the first mining.notify")
-    return session
 
 
 def what_the_miner_saw(session: Session, seconds: float) -> str:
@@ -73,7 +61,8 @@ def what_the_miner_saw(session: Session, seconds: float) -> str:
 
 
 def pool_deleted(pods: Pods) -> list[str]:
-    session = held(pods)
+    host, port = pods.miners
+    session = subscribe(port, host)
     (pool,) = pods.pods(workload.POOL)
     before = {p["metadata"]["name"]: restarts(p) for p in pods.pods(workload.TRANSLATOR)}
     deleted = time.monotonic()
